@@ -1,0 +1,84 @@
+"""npaio: a drop-in asyncio event loop for Linux on a netpoll-style reactor.
+
+Public surface only; see loop.py (the loop), transports.py (stream
+transports), _reactor.py (the C core's Python face) and _native/ (the C core).
+"""
+
+import asyncio as __asyncio
+import sys as __sys
+
+from ._reactor import native_counters
+from .loop import Loop
+
+__all__ = ['Loop', 'new_event_loop', 'run', 'native_counters']
+__version__ = '0.1.0.dev0'
+
+
+def new_event_loop(**options):
+    """Return a new npaio event loop (options: pollers=N, load_balance=NAME)."""
+    return Loop(**options)
+
+
+def run(main, *, debug=None, **options):
+    """Run coroutine `main` on a new npaio loop, like asyncio.run()."""
+    if __sys.version_info >= (3, 11):
+        def factory():
+            return new_event_loop(**options)
+        with __asyncio.Runner(debug=debug, loop_factory=factory) as runner:
+            return runner.run(main)
+    return _run_310(main, debug, options)
+
+
+def _run_310(main, debug, options):
+    from asyncio import coroutines, events, runners
+    if events._get_running_loop() is not None:
+        raise RuntimeError("npaio.run() cannot be called from a running event loop")
+    if not coroutines.iscoroutine(main):
+        raise ValueError(f"a coroutine was expected, got {main!r}")
+    loop = new_event_loop(**options)
+    try:
+        events.set_event_loop(loop)
+        if debug is not None:
+            loop.set_debug(debug)
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            runners._cancel_all_tasks(loop)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            events.set_event_loop(None)
+            loop.close()
+
+
+if __sys.version_info < (3, 16):
+    import warnings as __warnings
+
+    __base_policy = getattr(__asyncio.unix_events, '_UnixDefaultEventLoopPolicy')
+
+    class EventLoopPolicy(__base_policy):
+        """Event loop policy whose loops are npaio loops (Python < 3.16).
+
+        Deprecated on Python 3.14+, as asyncio's policies are: prefer
+        npaio.run() or asyncio.Runner(loop_factory=npaio.new_event_loop).
+        """
+
+        def __init__(self):
+            if __sys.version_info >= (3, 14):
+                __warnings.warn('npaio.EventLoopPolicy is deprecated, as asyncio '
+                                'policies are; use npaio.run() or a loop factory',
+                                DeprecationWarning, stacklevel=2)
+            super().__init__()
+
+        def _loop_factory(self):
+            return new_event_loop()
+
+    def install():
+        """Make npaio the loop that asyncio's policy creates (Python < 3.16)."""
+        if __sys.version_info >= (3, 14):
+            __warnings.warn('npaio.install() is deprecated, as asyncio policies '
+                            'are; use npaio.run() or a loop factory',
+                            DeprecationWarning, stacklevel=2)
+        __asyncio.set_event_loop_policy(EventLoopPolicy())
+
+    __all__ += ['EventLoopPolicy', 'install']

@@ -1,0 +1,292 @@
+/* conn.c -- one TCP/Unix stream connection: state, interest mask, write side.
+ *
+ * Owns: struct np_conn and the np_conn_* API that the LOOP thread calls, plus
+ * the locked helpers the poller shares (update_interest, flush, poller_close).
+ *
+ * Who touches what:
+ *  - input LinkBuffer `in`: the owning poller produces (reads), the loop
+ *    consumes (reactor.c drain). No lock.
+ *  - output LinkBuffer `out`: the loop produces (np_conn_write); the consumer
+ *    is whoever holds c->lock: the loop for a direct send when nothing is
+ *    queued, else the poller on EPOLLOUT. `armed` says a poller owns it.
+ *  - the epoll interest mask: recomputed under c->lock from the flags by
+ *    np_conn_update_interest (epoll_ctl is thread-safe, the lock orders it).
+ *
+ * Closing: `closed` is set under the lock by whoever closes (the loop in
+ * np_conn_close, a poller on error or after a graceful flush). After that no
+ * thread issues a syscall on the fd. The fd itself is closed only when the
+ * last reference goes (np_conn_unref): the owner's reference is dropped by the
+ * poller between two event batches after the loop released the connection.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include "internal.h"
+
+np_conn *np_conn_new(np_reactor *r, int fd)
+{
+    np_conn *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->obj.kind = NP_KIND_CONN;
+    c->fd = fd;
+    c->reactor = r;
+    atomic_init(&c->refs, 1);
+    atomic_init(&c->closed, 0);
+    atomic_init(&c->pending, 0);
+    atomic_init(&c->err, 0);
+    pthread_mutex_init(&c->lock, NULL);
+    np_lb_init(&c->in);
+    np_lb_init(&c->out);
+    c->read_size = 4096;
+    NP_COUNT(NP_CNT_CONNS, 1);
+    np_reactor_track_conn(r, c, 1);
+    return c;
+}
+
+static void conn_free(np_conn *c)
+{
+    np_reactor_track_conn(c->reactor, c, 0);
+    np_lb_destroy(&c->in);
+    np_lb_destroy(&c->out);
+    pthread_mutex_destroy(&c->lock);
+    if (c->fd >= 0)
+        close(c->fd);
+    NP_COUNT(NP_CNT_CONNS, -1);
+    free(c);
+}
+
+void np_conn_unref(np_conn *c)
+{
+    if (atomic_fetch_sub(&c->refs, 1) == 1)
+        conn_free(c);
+}
+
+/* Under c->lock: make the epoll mask match the flags. Interest 0 means the fd
+ * leaves epoll altogether: level-triggered EPOLLHUP cannot be masked, and a
+ * hung-up socket we neither read nor write would otherwise spin the poller. */
+void np_conn_update_interest(np_conn *c)
+{
+    if (atomic_load_explicit(&c->closed, memory_order_relaxed) || !c->poller)
+        return;
+    uint32_t want = 0;
+    if (!c->paused && !c->throttled && !c->eof && !c->close_req)
+        want |= EPOLLIN | EPOLLRDHUP;
+    if (c->armed)
+        want |= EPOLLOUT;
+    if (want == c->events && c->registered == (want != 0))
+        return;
+    struct epoll_event ev = { .events = want, .data.ptr = c };
+    int epfd = c->poller->epfd;
+    if (!want) {
+        if (c->registered)
+            epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, &ev);
+        c->registered = 0;
+    } else if (c->registered) {
+        epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev);
+    } else {
+        if (epoll_ctl(epfd, EPOLL_CTL_ADD, c->fd, &ev) == 0)
+            c->registered = 1;
+    }
+    c->events = want;
+}
+
+/* Under c->lock: no thread will touch the fd again. */
+void np_conn_poller_close(np_conn *c)
+{
+    if (c->registered) {
+        struct epoll_event ev = { 0 };
+        epoll_ctl(c->poller->epfd, EPOLL_CTL_DEL, c->fd, &ev);
+        c->registered = 0;
+    }
+    c->events = 0;
+    if (!atomic_exchange(&c->closed, 1))
+        NP_STAT(c->poller->stats, NP_PS_CONNS, -1);
+}
+
+/* Under c->lock: send what `out` holds. Returns 0 (all sent or would block)
+ * or an errno. Counts bytes on the owning poller. */
+int np_conn_flush_locked(np_conn *c)
+{
+    struct iovec iov[64];
+    for (;;) {
+        size_t total;
+        int k = np_lb_iov(&c->out, iov, 64, &total);
+        if (!k)
+            return 0;
+        struct msghdr msg = { .msg_iov = iov, .msg_iovlen = (size_t)k };
+        ssize_t n = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return 0;
+            return errno;
+        }
+        NP_STAT(c->poller->stats, NP_PS_WRITES, 1);
+        NP_STAT(c->poller->stats, NP_PS_BYTES_WRITTEN, n);
+        np_lb_skip(&c->out, (size_t)n);
+        if ((size_t)n < total)
+            return 0;
+    }
+}
+
+/* Any thread: put c on poller p's epoll with reading on. */
+void np_conn_register(np_conn *c, np_poller *p)
+{
+    c->poller = p;
+    NP_STAT(p->stats, NP_PS_CONNS, 1);
+    pthread_mutex_lock(&c->lock);
+    np_conn_update_interest(c);
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* ---- the loop thread's API (np.h) --------------------------------------- */
+
+np_conn *np_conn_open(np_reactor *r, int fd, int *err)
+{
+    np_conn *c = np_conn_new(r, fd);
+    if (!c) {
+        *err = ENOMEM;
+        return NULL;
+    }
+    c->paused = 1;               /* the transport resumes after connection_made */
+    np_conn_register(c, np_balance(r));
+    return c;
+}
+
+int64_t np_conn_write(np_conn *c, const char *data, size_t len)
+{
+    np_reactor *r = c->reactor;
+    int64_t ret;
+    pthread_mutex_lock(&c->lock);
+    if (atomic_load_explicit(&c->closed, memory_order_relaxed)) {
+        pthread_mutex_unlock(&c->lock);
+        return -NP_ECLOSED;
+    }
+    size_t sent = 0;
+    if (!c->armed && np_lb_len(&c->out) == 0) {
+        /* Optimization: try to send now (asyncio, uvloop and netpoll all do). */
+        for (;;) {
+            ssize_t n = send(c->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (n >= 0) {
+                sent = (size_t)n;
+                NP_STAT(c->poller->stats, NP_PS_BYTES_WRITTEN, n);
+                NP_STAT(r->stats, NP_RS_DIRECT_WRITES, 1);
+                break;
+            }
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            ret = -(int64_t)errno;
+            pthread_mutex_unlock(&c->lock);
+            return ret;
+        }
+    }
+    if (sent < len) {
+        size_t want = len - sent;
+        if (np_lb_write(&c->out, data + sent, want) < want) {
+            pthread_mutex_unlock(&c->lock);
+            return -ENOMEM;
+        }
+        NP_STAT(r->stats, NP_RS_QUEUED_WRITES, 1);
+        if (!c->armed) {
+            c->armed = 1;
+            np_conn_update_interest(c);
+        }
+    }
+    ret = (int64_t)np_lb_len(&c->out);
+    pthread_mutex_unlock(&c->lock);
+    return ret;
+}
+
+size_t np_conn_wbuf_size(np_conn *c)
+{
+    if (atomic_load_explicit(&c->closed, memory_order_relaxed))
+        return 0;
+    return np_lb_len(&c->out);
+}
+
+/* Ask for a DRAINED record once the output is at or below `low`.
+ * Returns 1 if it already is (no record will come), 0 otherwise. */
+int np_conn_set_notify(np_conn *c, size_t low)
+{
+    int now;
+    pthread_mutex_lock(&c->lock);
+    now = np_lb_len(&c->out) <= low || atomic_load(&c->closed);
+    c->notify = !now;
+    c->notify_low = low;
+    pthread_mutex_unlock(&c->lock);
+    return now;
+}
+
+int np_conn_pause_reading(np_conn *c)
+{
+    pthread_mutex_lock(&c->lock);
+    c->paused = 1;
+    np_conn_update_interest(c);
+    pthread_mutex_unlock(&c->lock);
+    return 0;
+}
+
+int np_conn_resume_reading(np_conn *c)
+{
+    pthread_mutex_lock(&c->lock);
+    c->paused = 0;
+    np_conn_update_interest(c);
+    pthread_mutex_unlock(&c->lock);
+    /* Input (or an EOF) held back while paused: hand it over at once. */
+    if (c->held || np_lb_len(&c->in)) {
+        uint32_t f = c->held | NP_EV_READ;
+        c->held = 0;
+        np_post(c, f, 0);
+    }
+    return 0;
+}
+
+int np_conn_shutdown_wr(np_conn *c)
+{
+    pthread_mutex_lock(&c->lock);
+    if (!atomic_load(&c->closed)) {
+        if (!c->armed && np_lb_len(&c->out) == 0)
+            shutdown(c->fd, SHUT_WR);
+        else
+            c->shut_req = 1;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return 0;
+}
+
+/* Returns 0: closed now, no record follows. 1: graceful close pending until
+ * the output is flushed; a CLOSED record follows. */
+int np_conn_close(np_conn *c, int abort)
+{
+    int pending = 0;
+    pthread_mutex_lock(&c->lock);
+    if (!atomic_load(&c->closed)) {
+        if (!abort && (c->armed || np_lb_len(&c->out))) {
+            c->close_req = 1;
+            np_conn_update_interest(c);
+            pending = 1;
+        } else {
+            np_conn_poller_close(c);
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (!pending)
+        c->loop_closed = 1;
+    return pending;
+}
+
+void np_conn_release(np_conn *c)
+{
+    c->loop_closed = 1;
+    pthread_mutex_lock(&c->lock);
+    np_conn_poller_close(c);
+    pthread_mutex_unlock(&c->lock);
+    np_poller_release(c->poller, &c->obj);
+}

@@ -1,0 +1,75 @@
+/* np.h -- the contract between npaio's C core and Python (the cffi cdef).
+ *
+ * Only declarations cffi can parse live here (build.py drops '#' lines).
+ * Every function below is called from the ONE Python loop thread unless it
+ * says otherwise; the poller threads never call into Python.
+ *
+ * Life of a connection, as the loop sees it:
+ *   np_conn_open()/ACCEPTED record -> np_conn_write()/pause/resume/...
+ *   -> np_conn_close() (or a CLOSED record from a poller)
+ *   -> np_conn_release() once, after connection_lost: the C side frees the
+ *      struct and closes the fd later, on its own schedule.
+ */
+
+/* Completion record flags (np_record.flags). */
+#define NP_EV_ACCEPTED 1
+#define NP_EV_READ 2
+#define NP_EV_EOF 4
+#define NP_EV_ERROR 8
+#define NP_EV_CLOSED 16
+#define NP_EV_DRAINED 32
+#define NP_EV_WRITE_ERROR 64
+
+/* Load balancers (np_reactor_new). */
+#define NP_LB_ROUND_ROBIN 0
+#define NP_LB_RANDOM 1
+#define NP_LB_LEAST_CONN 2
+
+/* np_conn_write() returns -NP_ECLOSED: a poller already closed the connection. */
+#define NP_ECLOSED 100000
+
+/* Number of uint64 counters np_reactor_stats() writes per poller and for the
+ * reactor itself, and np_native_counters() in total. */
+#define NP_POLLER_STATS 8
+#define NP_REACTOR_STATS 8
+#define NP_GLOBAL_COUNTERS 6
+
+typedef struct np_reactor np_reactor;
+typedef struct np_conn np_conn;
+typedef struct np_listener np_listener;
+
+/* One completion, 40 bytes, read by Python with struct '=QQIiIIii'. */
+typedef struct np_record {
+    uint64_t conn;      /* np_conn address: the connection's identity */
+    uint64_t lid;       /* listener id, for NP_EV_ACCEPTED */
+    uint32_t flags;     /* NP_EV_* */
+    int32_t err;        /* errno, for NP_EV_ERROR */
+    uint32_t off;       /* data offset in the drain arena */
+    uint32_t len;       /* data length (0: no data) */
+    int32_t fd;         /* the socket, for NP_EV_ACCEPTED */
+    int32_t pad;
+} np_record;
+
+np_reactor *np_reactor_new(int pollers, int balance, int *err);
+void np_reactor_free(np_reactor *r);
+int np_reactor_efd(np_reactor *r);
+int np_reactor_npollers(np_reactor *r);
+int np_reactor_prepare_sleep(np_reactor *r);
+int np_reactor_drain(np_reactor *r, np_record *recs, int maxrecs,
+                     char *arena, uint32_t arena_cap, int efd_ready);
+int np_reactor_stats(np_reactor *r, uint64_t *out, int cap);
+void np_native_counters(uint64_t *out);
+
+np_listener *np_listen(np_reactor *r, int fd, uint64_t lid, int nodelay,
+                       int batch, int *err);
+void np_listener_close(np_listener *l);
+
+np_conn *np_conn_open(np_reactor *r, int fd, int *err);
+int64_t np_conn_write(np_conn *c, const char *data, size_t len);
+size_t np_conn_wbuf_size(np_conn *c);
+int np_conn_set_notify(np_conn *c, size_t low);
+int np_conn_pause_reading(np_conn *c);
+int np_conn_resume_reading(np_conn *c);
+int np_conn_shutdown_wr(np_conn *c);
+int np_conn_close(np_conn *c, int abort);
+void np_conn_release(np_conn *c);

@@ -1,0 +1,298 @@
+/* poller_epoll.c -- one poller thread: epoll_wait, accept, read, write.
+ *
+ * Some facts about epoll this file relies on:
+ *  - epoll_ctl may be called from any thread while another thread sits in
+ *    epoll_wait on the same epoll fd; the change takes effect at once. So the
+ *    loop thread arms EPOLLOUT or pauses reading itself (under c->lock) and
+ *    never has to send the poller a command for it.
+ *  - Level-triggered EPOLLIN fires again while unread data remains, so a read
+ *    budget per event is safe: what is left comes back on the next wait.
+ *  - EPOLLHUP and EPOLLERR are always reported and cannot be masked. A socket
+ *    we neither read nor write must leave epoll (conn.c update_interest).
+ *  - An event batch may hold an event for a connection that an earlier event
+ *    of the same batch closed. Connections are therefore freed only between
+ *    batches (the release list), and a closed one is skipped.
+ *
+ * What does this mean for us: the poller never calls Python and never takes
+ * the GIL; all signals are blocked in it; what it learns goes to the loop as
+ * np_post() bits. The input buffer's producer is this thread.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include "internal.h"
+
+#define NP_EVENTS 256
+#define NP_READ_MIN 4096u
+#define NP_READ_MAX (64u * 1024u)
+#define NP_READ_BUDGET (256u * 1024u)
+#define NP_IN_HWM (256u * 1024u)
+
+
+int64_t np_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void np_poller_wake(np_poller *p)
+{
+    uint64_t one = 1;
+    ssize_t w = write(p->efd, &one, sizeof(one));
+    (void)w;
+}
+
+void np_poller_release(np_poller *p, np_obj *o)
+{
+    pthread_mutex_lock(&p->rlock);
+    int was_empty = p->release == NULL;
+    o->release_next = p->release;
+    p->release = o;
+    pthread_mutex_unlock(&p->rlock);
+    if (was_empty)
+        np_poller_wake(p);
+}
+
+/* Between batches: drop the owner references the loop gave back. */
+static void process_release(np_poller *p)
+{
+    pthread_mutex_lock(&p->rlock);
+    np_obj *o = p->release;
+    p->release = NULL;
+    pthread_mutex_unlock(&p->rlock);
+    while (o) {
+        np_obj *next = o->release_next;
+        if (o->kind == NP_KIND_CONN)
+            np_conn_unref((np_conn *)o);
+        else
+            np_listener_free((np_listener *)o);
+        o = next;
+    }
+}
+
+static void on_error(np_conn *c, int err, uint32_t extra)
+{
+    pthread_mutex_lock(&c->lock);
+    int was = atomic_load(&c->closed);
+    np_conn_poller_close(c);
+    pthread_mutex_unlock(&c->lock);
+    if (!was)
+        np_post(c, NP_EV_ERROR | NP_EV_CLOSED | extra, err);
+}
+
+static void on_readable(np_poller *p, np_conn *c)
+{
+    size_t got = 0;
+    int eof = 0, err = 0;
+    while (got < NP_READ_BUDGET) {
+        uint32_t want = c->read_size;
+        char *dst = np_lb_malloc(&c->in, want);
+        if (!dst) {
+            err = ENOMEM;
+            break;
+        }
+        ssize_t n = read(c->fd, dst, want);
+        NP_STAT(p->stats, NP_PS_READS, 1);
+        if (n > 0) {
+            np_lb_malloc_ack(&c->in, want - (size_t)n);
+            np_lb_flush(&c->in);
+            got += (size_t)n;
+            /* netpoll's adaptive size: grow when a read fills the space. */
+            if ((uint32_t)n == want) {
+                if (c->read_size < NP_READ_MAX)
+                    c->read_size <<= 1;
+                continue;
+            }
+            if ((uint32_t)n < want / 4 && c->read_size > NP_READ_MIN)
+                c->read_size >>= 1;
+            break;
+        }
+        np_lb_malloc_ack(&c->in, want);
+        if (n == 0) {
+            eof = 1;
+            break;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            err = errno;
+        break;
+    }
+    if (got) {
+        NP_STAT(p->stats, NP_PS_BYTES_READ, got);
+        if (np_lb_len(&c->in) >= NP_IN_HWM) {
+            /* Re-check under the lock: the loop's drain takes input and then
+             * un-throttles under the same lock, so one of us sees the other. */
+            pthread_mutex_lock(&c->lock);
+            if (np_lb_len(&c->in) >= NP_IN_HWM) {
+                c->throttled = 1;
+                np_conn_update_interest(c);
+                NP_STAT(c->reactor->stats, NP_RS_THROTTLES, 1);
+            }
+            pthread_mutex_unlock(&c->lock);
+        }
+    }
+    if (err) {
+        if (got)
+            np_post(c, NP_EV_READ, 0);
+        on_error(c, err, 0);
+        return;
+    }
+    if (eof) {
+        pthread_mutex_lock(&c->lock);
+        c->eof = 1;
+        np_conn_update_interest(c);
+        pthread_mutex_unlock(&c->lock);
+        np_post(c, (got ? NP_EV_READ : 0) | NP_EV_EOF, 0);
+    } else if (got) {
+        np_post(c, NP_EV_READ, 0);
+    }
+}
+
+static void on_writable(np_conn *c)
+{
+    uint32_t post = 0;
+    int err;
+    pthread_mutex_lock(&c->lock);
+    if (atomic_load(&c->closed) || !c->armed) {
+        pthread_mutex_unlock(&c->lock);
+        return;
+    }
+    err = np_conn_flush_locked(c);
+    if (!err && np_lb_len(&c->out) == 0) {
+        c->armed = 0;
+        if (c->shut_req) {
+            c->shut_req = 0;
+            shutdown(c->fd, SHUT_WR);
+        }
+        if (c->close_req) {
+            np_conn_poller_close(c);
+            post |= NP_EV_CLOSED;
+        } else {
+            np_conn_update_interest(c);
+        }
+    }
+    if (!err && c->notify && np_lb_len(&c->out) <= c->notify_low) {
+        c->notify = 0;
+        post |= NP_EV_DRAINED;
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (err)
+        on_error(c, err, NP_EV_WRITE_ERROR);
+    else if (post)
+        np_post(c, post, 0);
+}
+
+static void on_conn_event(np_poller *p, np_conn *c, uint32_t ev)
+{
+    if (atomic_load_explicit(&c->closed, memory_order_acquire))
+        return;
+    if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+        int reading;
+        pthread_mutex_lock(&c->lock);
+        reading = (c->events & EPOLLIN) != 0;
+        pthread_mutex_unlock(&c->lock);
+        if (reading)
+            on_readable(p, c);
+        else if ((ev & (EPOLLHUP | EPOLLERR)) && !(ev & EPOLLOUT)) {
+            /* Not reading, nothing to write: the error shows on the next
+             * write; leave epoll so the hang-up does not spin us. */
+            int soerr = 0;
+            socklen_t len = sizeof(soerr);
+            getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &len);
+            if (soerr)
+                on_error(c, soerr, 0);
+        }
+    }
+    if ((ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)) && !atomic_load(&c->closed))
+        on_writable(c);
+}
+
+static void *poller_main(void *arg)
+{
+    np_poller *p = arg;
+    struct epoll_event evs[NP_EVENTS];
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    while (!atomic_load(&p->stop)) {
+        process_release(p);
+        int timeout = p->has_retry ? np_listener_retry(p) : -1;
+        int n = epoll_wait(p->epfd, evs, NP_EVENTS, timeout);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        NP_STAT(p->stats, NP_PS_WAKEUPS, 1);
+        NP_STAT(p->stats, NP_PS_EVENTS, n);
+        for (int i = 0; i < n; i++) {
+            np_obj *o = evs[i].data.ptr;
+            if (o->kind == NP_KIND_WAKE) {
+                uint64_t v;
+                ssize_t rd = read(p->efd, &v, sizeof(v));
+                (void)rd;
+            } else if (o->kind == NP_KIND_LISTENER) {
+                np_listener_accept((np_listener *)o);
+            } else {
+                on_conn_event(p, (np_conn *)o, evs[i].events);
+            }
+        }
+    }
+    return NULL;
+}
+
+int np_poller_start(np_poller *p, np_reactor *r, int index)
+{
+    p->wake.kind = NP_KIND_WAKE;
+    p->index = index;
+    p->reactor = r;
+    pthread_mutex_init(&p->rlock, NULL);
+    p->epfd = epoll_create1(EPOLL_CLOEXEC);
+    p->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (p->epfd < 0 || p->efd < 0)
+        return errno;
+    struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &p->wake };
+    if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->efd, &ev) < 0)
+        return errno;
+    /* Block every signal while creating the thread so it inherits the mask
+     * from its first instruction (the loop thread handles signals). */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int e = pthread_create(&p->thread, NULL, poller_main, p);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (e)
+        return e;
+    p->started = 1;
+    NP_COUNT(NP_CNT_THREADS, 1);
+    return 0;
+}
+
+void np_poller_stop(np_poller *p)
+{
+    if (p->started) {
+        atomic_store(&p->stop, 1);
+        np_poller_wake(p);
+        pthread_join(p->thread, NULL);
+        p->started = 0;
+        NP_COUNT(NP_CNT_THREADS, -1);
+    }
+    process_release(p);
+}
+
+void np_poller_destroy(np_poller *p)
+{
+    if (p->epfd > 0)
+        close(p->epfd);
+    if (p->efd > 0)
+        close(p->efd);
+    pthread_mutex_destroy(&p->rlock);
+}

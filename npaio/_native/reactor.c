@@ -1,0 +1,331 @@
+/* reactor.c -- the pollers, the load balancer and the completion queue.
+ *
+ * Owns: struct np_reactor; the hand-off pollers -> loop.
+ *
+ * Completion queue: a poller that has news for a connection ORs NP_EV_* bits
+ * into c->pending and, if the connection is not queued yet, appends it (one
+ * mutex; a connection is queued at most once however busy it is). The loop
+ * takes up to `maxrecs` connections per np_reactor_drain() -- ONE cffi call per
+ * loop iteration -- and turns each into one record, copying its input into the
+ * caller's arena.
+ *
+ * Wake-ups (Dekker): the loop sets `sleeping` before it blocks in select and
+ * then re-checks the queue (np_reactor_prepare_sleep); a poller that queued
+ * something exchanges `sleeping` to 0 and writes the eventfd only if it was 1.
+ * Both sides use seq_cst, so either the loop sees the queued connection or the
+ * poller sees it asleep. A busy loop never sleeps and gets no eventfd writes.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/eventfd.h>
+#include "internal.h"
+
+
+/* The loop takes at most this much of one connection's input per drain, so a
+ * fast sender cannot starve the others; the rest stays queued. */
+#define NP_DRAIN_PER_CONN (256u * 1024u)
+#define NP_IN_LWM (64u * 1024u)
+
+np_reactor *np_reactor_new(int npollers, int balance, int *err)
+{
+    *err = 0;
+    if (npollers < 1 || npollers > 256 || balance < 0 || balance > 2) {
+        *err = EINVAL;
+        return NULL;
+    }
+    np_reactor *r = calloc(1, sizeof(*r));
+    if (!r) {
+        *err = ENOMEM;
+        return NULL;
+    }
+    r->npollers = npollers;
+    r->balance = balance;
+    atomic_init(&r->seed, 0x9E3779B97F4A7C15ull ^ (uint64_t)(uintptr_t)r);
+    pthread_mutex_init(&r->qlock, NULL);
+    pthread_mutex_init(&r->alock, NULL);
+    r->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    r->pollers = calloc((size_t)npollers, sizeof(np_poller));
+    if (r->efd < 0 || !r->pollers) {
+        *err = r->efd < 0 ? errno : ENOMEM;
+        goto fail;
+    }
+    NP_COUNT(NP_CNT_REACTORS, 1);
+    for (int i = 0; i < npollers; i++) {
+        *err = np_poller_start(&r->pollers[i], r, i);
+        if (*err) {
+            np_reactor_free(r);
+            return NULL;
+        }
+    }
+    return r;
+fail:
+    if (r->efd >= 0)
+        close(r->efd);
+    free(r->pollers);
+    free(r);
+    return NULL;
+}
+
+void np_reactor_track_conn(np_reactor *r, np_conn *c, int add)
+{
+    pthread_mutex_lock(&r->alock);
+    if (add) {
+        c->all_prev = NULL;
+        c->all_next = r->all_conns;
+        if (r->all_conns)
+            r->all_conns->all_prev = c;
+        r->all_conns = c;
+    } else {
+        if (c->all_prev)
+            c->all_prev->all_next = c->all_next;
+        else
+            r->all_conns = c->all_next;
+        if (c->all_next)
+            c->all_next->all_prev = c->all_prev;
+    }
+    pthread_mutex_unlock(&r->alock);
+}
+
+/* Loop thread: stop and join the pollers, then free whatever is left. */
+void np_reactor_free(np_reactor *r)
+{
+    for (int i = 0; i < r->npollers; i++)
+        np_poller_stop(&r->pollers[i]);
+    /* No other thread runs now. Drop queue references, then owners. */
+    for (np_conn *c = r->qhead; c;) {
+        np_conn *next = c->qnext;
+        c->queued = 0;
+        np_conn_unref(c);
+        c = next;
+    }
+    r->qhead = r->qtail = NULL;
+    while (r->all_conns) {
+        np_conn *c = r->all_conns;
+#ifdef NPAIO_DEBUG
+        if (atomic_load(&c->refs) != 1)
+            fprintf(stderr, "npaio: conn %p fd %d refs %d queued %d closed %d loop_closed %d\n", (void *)c, c->fd, atomic_load(&c->refs), c->queued, atomic_load(&c->closed), c->loop_closed);
+#endif
+        atomic_store(&c->refs, 1);
+        np_conn_unref(c);
+    }
+    while (r->all_listeners)
+        np_listener_free(r->all_listeners);
+    for (int i = 0; i < r->npollers; i++)
+        np_poller_destroy(&r->pollers[i]);
+    free(r->pollers);
+    close(r->efd);
+    pthread_mutex_destroy(&r->qlock);
+    pthread_mutex_destroy(&r->alock);
+    NP_COUNT(NP_CNT_REACTORS, -1);
+    free(r);
+}
+
+int np_reactor_efd(np_reactor *r) { return r->efd; }
+int np_reactor_npollers(np_reactor *r) { return r->npollers; }
+
+np_poller *np_balance(np_reactor *r)
+{
+    int n = r->npollers;
+    if (n == 1)
+        return &r->pollers[0];
+    switch (r->balance) {
+    case NP_LB_RANDOM: {
+        /* xorshift64*, racy updates are fine: any value is a fine pick. */
+        uint64_t x = atomic_load_explicit(&r->seed, memory_order_relaxed);
+        x ^= x >> 12; x ^= x << 25; x ^= x >> 27;
+        atomic_store_explicit(&r->seed, x, memory_order_relaxed);
+        return &r->pollers[(x * 2685821657736338717ull >> 33) % (uint64_t)n];
+    }
+    case NP_LB_LEAST_CONN: {
+        int best = 0;
+        int64_t least = atomic_load(&r->pollers[0].stats[NP_PS_CONNS]);
+        for (int i = 1; i < n; i++) {
+            int64_t k = atomic_load(&r->pollers[i].stats[NP_PS_CONNS]);
+            if (k < least) {
+                least = k;
+                best = i;
+            }
+        }
+        return &r->pollers[best];
+    }
+    default:
+        return &r->pollers[atomic_fetch_add(&r->rr, 1) % (uint64_t)n];
+    }
+}
+
+/* Any thread: tell the loop about c. */
+void np_post(np_conn *c, uint32_t flags, int err)
+{
+    np_reactor *r = c->reactor;
+    if (err)
+        atomic_store(&c->err, err);
+    atomic_fetch_or(&c->pending, flags);
+    int queued_now = 0;
+    pthread_mutex_lock(&r->qlock);
+    if (!c->queued) {
+        c->queued = 1;
+        atomic_fetch_add(&c->refs, 1);
+        c->qnext = NULL;
+        if (r->qtail)
+            r->qtail->qnext = c;
+        else
+            r->qhead = c;
+        r->qtail = c;
+        atomic_fetch_add(&r->qcount, 1);
+        queued_now = 1;
+    }
+    pthread_mutex_unlock(&r->qlock);
+    if (queued_now && atomic_exchange(&r->sleeping, 0)) {
+        uint64_t one = 1;
+        NP_STAT(r->stats, NP_RS_LOOP_WAKEUPS, 1);
+        ssize_t w = write(r->efd, &one, sizeof(one));
+        (void)w;
+    }
+}
+
+/* Returns 1 when completions wait (the loop must not block), else 0 and the
+ * loop may sleep: a poller will write the eventfd. */
+int np_reactor_prepare_sleep(np_reactor *r)
+{
+    atomic_store(&r->sleeping, 1);
+    if (atomic_load(&r->qcount) > 0) {
+        atomic_store(&r->sleeping, 0);
+        return 1;
+    }
+    NP_STAT(r->stats, NP_RS_SLEEPS, 1);
+    return 0;
+}
+
+static np_conn *queue_pop(np_reactor *r)
+{
+    pthread_mutex_lock(&r->qlock);
+    np_conn *c = r->qhead;
+    if (c) {
+        r->qhead = c->qnext;
+        if (!r->qhead)
+            r->qtail = NULL;
+        c->queued = 0;
+        atomic_fetch_sub(&r->qcount, 1);
+    }
+    pthread_mutex_unlock(&r->qlock);
+    return c;
+}
+
+/* Loop thread: the input side of c after the loop took some of it. The
+ * length is checked under the lock, as the poller's throttle decision is. */
+static void maybe_unthrottle(np_conn *c)
+{
+    pthread_mutex_lock(&c->lock);
+    if (c->throttled && np_lb_len(&c->in) <= NP_IN_LWM) {
+        c->throttled = 0;
+        np_conn_update_interest(c);
+    }
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* Loop thread: put c back at the queue's tail, handing over the queue
+ * reference the caller holds (or dropping it if a poller queued c meanwhile). */
+static void requeue(np_reactor *r, np_conn *c)
+{
+    pthread_mutex_lock(&r->qlock);
+    if (c->queued) {
+        pthread_mutex_unlock(&r->qlock);
+        np_conn_unref(c);
+        return;
+    }
+    c->queued = 1;
+    c->qnext = NULL;
+    if (r->qtail)
+        r->qtail->qnext = c;
+    else
+        r->qhead = c;
+    r->qtail = c;
+    atomic_fetch_add(&r->qcount, 1);
+    pthread_mutex_unlock(&r->qlock);
+}
+
+int np_reactor_drain(np_reactor *r, np_record *recs, int maxrecs,
+                     char *arena, uint32_t arena_cap, int efd_ready)
+{
+    atomic_store(&r->sleeping, 0);
+    if (efd_ready) {
+        uint64_t v;
+        ssize_t n = read(r->efd, &v, sizeof(v));
+        (void)n;
+    }
+    int k = 0;
+    uint32_t used = 0;
+    while (k < maxrecs && used < arena_cap
+           && atomic_load_explicit(&r->qcount, memory_order_relaxed) > 0) {
+        np_conn *c = queue_pop(r);
+        if (!c)
+            break;
+        uint32_t f = atomic_exchange(&c->pending, 0);
+        if (c->loop_closed) {
+            np_conn_unref(c);
+            continue;
+        }
+        np_record *rec = &recs[k];
+        rec->conn = (uint64_t)(uintptr_t)c;
+        rec->lid = c->lid;
+        rec->fd = c->fd;
+        rec->err = (f & NP_EV_ERROR) ? atomic_load(&c->err) : 0;
+        rec->off = used;
+        rec->len = 0;
+        int again = 0;
+        if (c->paused && !(f & NP_EV_CLOSED)) {
+            c->held |= f & (NP_EV_READ | NP_EV_EOF);
+        } else if (f & (NP_EV_READ | NP_EV_EOF)) {
+            size_t avail = np_lb_len(&c->in);
+            size_t take = arena_cap - used;
+            if (take > avail)
+                take = avail;
+            if (take > NP_DRAIN_PER_CONN)
+                take = NP_DRAIN_PER_CONN;
+            if (take) {
+                np_lb_copy_out(&c->in, arena + used, take);
+                rec->len = (uint32_t)take;
+                used += (uint32_t)take;
+                maybe_unthrottle(c);
+            }
+            if (take < avail) {
+                /* More input than we took: the EOF (if any) waits behind it,
+                 * and c goes back to the queue's tail. */
+                if (used >= arena_cap)
+                    NP_STAT(r->stats, NP_RS_ARENA_FULL, 1);
+                atomic_fetch_or(&c->pending, f & (NP_EV_READ | NP_EV_EOF));
+                f &= ~(uint32_t)NP_EV_EOF;
+                again = 1;
+            }
+        }
+        f &= ~(uint32_t)NP_EV_READ;
+        if (c->paused && !(f & NP_EV_CLOSED))
+            f &= ~(uint32_t)NP_EV_EOF;
+        if (rec->len)
+            f |= NP_EV_READ;
+        rec->flags = f;
+        if (f)
+            k++;
+        if (again)
+            requeue(r, c);
+        else
+            np_conn_unref(c);
+    }
+    NP_STAT(r->stats, NP_RS_DRAINS, 1);
+    NP_STAT(r->stats, NP_RS_COMPLETIONS, k);
+    return k;
+}
+
+int np_reactor_stats(np_reactor *r, uint64_t *out, int cap)
+{
+    int k = 0;
+    for (int i = 0; i < NP_REACTOR_STATS && k < cap; i++)
+        out[k++] = (uint64_t)atomic_load(&r->stats[i]);
+    for (int p = 0; p < r->npollers; p++)
+        for (int i = 0; i < NP_POLLER_STATS && k < cap; i++)
+            out[k++] = (uint64_t)atomic_load(&r->pollers[p].stats[i]);
+    return k;
+}

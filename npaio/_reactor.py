@@ -1,0 +1,200 @@
+"""The Python face of the C core: pollers, balancer, drain, dispatch, stats.
+
+Owns the ``np_reactor`` of one loop and the maps from native objects to
+Python ones (connection address -> transport, listener id -> server info).
+It is the only module besides ``transports`` that calls ``lib``.
+
+Hot path, per loop iteration: ``prepare_sleep()`` (only when the loop may
+block) and ``drain()``, one cffi call each. The drain fills a preallocated
+array of 40-byte records and copies the connections' input into one arena;
+``struct.iter_unpack`` turns the records into tuples without per-field cffi
+access, and every record is dispatched straight to its transport.
+"""
+
+import os
+import socket
+import struct
+
+from ._np import ffi, lib
+
+__all__ = ['Reactor', 'ffi', 'lib', 'native_counters', 'BALANCERS']
+
+BALANCERS = {
+    'round_robin': lib.NP_LB_ROUND_ROBIN,
+    'random': lib.NP_LB_RANDOM,
+    'least_connections': lib.NP_LB_LEAST_CONN,
+}
+
+_MAX_RECORDS = 1024
+_ARENA_SIZE = 1 << 20
+_RECORD = struct.Struct('=QQIiIIii')
+assert _RECORD.size == ffi.sizeof('np_record')
+
+_ACCEPTED = lib.NP_EV_ACCEPTED
+_READ = lib.NP_EV_READ
+_EOF = lib.NP_EV_EOF
+_CLOSED = lib.NP_EV_CLOSED
+_DRAINED = lib.NP_EV_DRAINED
+_WRITE_ERROR = lib.NP_EV_WRITE_ERROR
+_RARE = _ACCEPTED | _EOF | _CLOSED | _DRAINED
+
+_REACTOR_STATS = ('drains', 'completions', 'loop_wakeups', 'direct_writes',
+                  'queued_writes', 'throttles', 'sleeps', 'arena_full')
+_POLLER_STATS = ('connections', 'events', 'bytes_read', 'bytes_written',
+                 'wakeups', 'accepts', 'reads', 'writes')
+_COUNTERS = ('conns', 'listeners', 'nodes', 'reactors', 'threads', 'node_bytes')
+
+
+def native_counters():
+    """Process-wide live native objects (connections, nodes, threads...)."""
+    out = ffi.new('uint64_t[]', lib.NP_GLOBAL_COUNTERS)
+    lib.np_native_counters(out)
+    return {name: int(out[i]) for i, name in enumerate(_COUNTERS)}
+
+
+class _Listener:
+    __slots__ = ('lid', 'native', 'sock', 'protocol_factory', 'sslcontext',
+                 'server', 'ssl_handshake_timeout', 'ssl_shutdown_timeout')
+
+
+class Reactor:
+    """One loop's native reactor: P poller threads and the completion queue."""
+
+    def __init__(self, pollers, balance):
+        err = ffi.new('int *')
+        r = lib.np_reactor_new(pollers, BALANCERS[balance], err)
+        if r == ffi.NULL:
+            raise OSError(err[0], 'npaio: cannot start the reactor: '
+                          + os.strerror(err[0]))
+        self.r = r
+        self.efd = lib.np_reactor_efd(r)
+        self.pollers = pollers
+        self.balance = balance
+        self._records = ffi.new('np_record[]', _MAX_RECORDS)
+        self._records_buf = ffi.buffer(self._records)
+        self._arena = ffi.new('char[]', _ARENA_SIZE)
+        self._arena_view = memoryview(ffi.buffer(self._arena))
+        self._transports = {}          # np_conn address -> transport
+        self._listeners = {}           # listener id -> _Listener
+        self._by_fd = {}               # listening fd -> _Listener
+        self._next_lid = 1
+        self._accept = None            # set by the loop: accepted(conn, listener, fd)
+
+    # -- connections ------------------------------------------------------
+
+    def add_transport(self, conn, transport):
+        self._transports[int(ffi.cast('uintptr_t', conn))] = transport
+
+    def remove_transport(self, conn):
+        self._transports.pop(int(ffi.cast('uintptr_t', conn)), None)
+
+    # -- listeners --------------------------------------------------------
+
+    def listen(self, sock, protocol_factory, sslcontext, server, backlog,
+               ssl_handshake_timeout, ssl_shutdown_timeout):
+        fd = sock.fileno()
+        if fd in self._by_fd:
+            return
+        info = _Listener()
+        info.lid = self._next_lid
+        self._next_lid += 1
+        info.sock = sock
+        info.protocol_factory = protocol_factory
+        info.sslcontext = sslcontext
+        info.server = server
+        info.ssl_handshake_timeout = ssl_handshake_timeout
+        info.ssl_shutdown_timeout = ssl_shutdown_timeout
+        nodelay = sock.family in (socket.AF_INET, socket.AF_INET6)
+        err = ffi.new('int *')
+        native = lib.np_listen(self.r, fd, info.lid, nodelay, backlog, err)
+        if native == ffi.NULL:
+            raise OSError(err[0], os.strerror(err[0]))
+        info.native = native
+        self._listeners[info.lid] = info
+        self._by_fd[fd] = info
+
+    def unlisten(self, sock):
+        """Stop accepting on `sock`; once this returns C no longer uses it."""
+        info = self._by_fd.pop(sock.fileno(), None)
+        if info is None:
+            return
+        del self._listeners[info.lid]
+        lib.np_listener_close(info.native)
+        info.native = None
+
+    # -- the loop's two calls per iteration -------------------------------
+
+    def prepare_sleep(self):
+        return lib.np_reactor_prepare_sleep(self.r)
+
+    def drain(self, efd_ready):
+        """Fetch what the pollers finished and dispatch it to transports."""
+        n = lib.np_reactor_drain(self.r, self._records, _MAX_RECORDS,
+                                 self._arena, _ARENA_SIZE, efd_ready)
+        if not n:
+            return
+        arena = self._arena_view
+        transports = self._transports
+        for conn, lid, flags, err, off, ln, fd, _ in _RECORD.iter_unpack(
+                self._records_buf[:n * 40]):
+            if flags & _ACCEPTED:
+                tr = self._accepted(conn, lid, fd)
+            else:
+                tr = transports.get(conn)
+            if tr is None:
+                continue
+            if ln:
+                tr._on_data(arena[off:off + ln])
+            if flags & _RARE:
+                if flags & _EOF:
+                    tr._on_eof()
+                if flags & _DRAINED:
+                    tr._on_drained()
+                if flags & _CLOSED:
+                    tr._on_closed(err, flags & _WRITE_ERROR)
+
+    def _accepted(self, addr, lid, fd):
+        conn = ffi.cast('np_conn *', addr)
+        info = self._listeners.get(lid)
+        if info is None:
+            # The server closed while this one was on its way: drop it.
+            lib.np_conn_close(conn, 1)
+            lib.np_conn_release(conn)
+            return None
+        return self._accept(conn, info, fd)
+
+    # -- statistics and teardown ------------------------------------------
+
+    def stats(self):
+        per = len(_POLLER_STATS)
+        cap = len(_REACTOR_STATS) + per * self.pollers
+        out = ffi.new('uint64_t[]', cap)
+        lib.np_reactor_stats(self.r, out, cap)
+        vals = [int(out[i]) for i in range(cap)]
+        loop = dict(zip(_REACTOR_STATS, vals))
+        loop['completions_per_drain'] = (
+            loop['completions'] / loop['drains'] if loop['drains'] else 0.0)
+        pollers = []
+        for p in range(self.pollers):
+            base = len(_REACTOR_STATS) + p * per
+            pollers.append(dict(zip(_POLLER_STATS, vals[base:base + per])))
+        return {'pollers': pollers, 'loop': loop,
+                'config': {'pollers': self.pollers, 'load_balance': self.balance}}
+
+    def close(self):
+        """Stop the pollers and free every native object.
+
+        Transports still open lose their connection silently (the loop is
+        closing: no callback can run any more), like uvloop's handles."""
+        if self.r is None:
+            return
+        for tr in list(self._transports.values()):
+            tr._loop_closing()
+        self._transports.clear()
+        for info in list(self._listeners.values()):
+            lib.np_listener_close(info.native)
+        self._listeners.clear()
+        self._by_fd.clear()
+        lib.np_reactor_free(self.r)
+        self.r = None
+

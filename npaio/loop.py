@@ -1,0 +1,224 @@
+"""npaio's event loop: asyncio's SelectorEventLoop with stream I/O on the reactor.
+
+``Loop`` keeps everything asyncio's Unix selector loop does (timers,
+call_soon_threadsafe, executors, DNS, add_reader, sock_*, UDP, pipes,
+subprocesses, signals) and fills in the hooks through which
+``base_events.BaseEventLoop`` reaches stream I/O:
+
+- ``_make_socket_transport`` / ``_make_ssl_transport``: connected TCP and Unix
+  stream sockets (create_connection, open_connection, connect_accepted_socket,
+  create_unix_connection) go to the native reactor;
+- ``_start_serving`` / ``_stop_serving``: listening sockets of create_server,
+  start_server and create_unix_server are accepted by a poller thread;
+- ``_process_events``: after the selector's own events, one drain of the
+  reactor's completions per iteration;
+- the selector is wrapped so that, just before the loop may block, the
+  reactor learns it is asleep (pollers then wake it with an eventfd; a busy
+  loop gets no wake-ups at all).
+
+It never touches ffi: ``_reactor`` and ``transports`` do.
+"""
+
+import asyncio
+import os
+import selectors
+import socket
+
+from asyncio import constants, sslproto
+
+from ._reactor import BALANCERS, Reactor, lib
+from .transports import _NativeSocketTransport
+
+__all__ = ['Loop']
+
+_MAX_POLLERS = 256
+
+
+def _check_options(pollers, load_balance):
+    if pollers is None:
+        env = os.environ.get('NPAIO_POLLERS', '').strip()
+        if env:
+            try:
+                pollers = int(env)
+            except ValueError:
+                raise ValueError(
+                    f'NPAIO_POLLERS must be an integer >= 1, got {env!r}') from None
+        else:
+            pollers = 1
+    elif isinstance(pollers, bool) or not isinstance(pollers, int):
+        raise TypeError(f'pollers must be an int, not {type(pollers).__name__}')
+    if not 1 <= pollers <= _MAX_POLLERS:
+        raise ValueError(f'pollers must be between 1 and {_MAX_POLLERS}, got {pollers}')
+    if load_balance is None:
+        load_balance = os.environ.get('NPAIO_LOAD_BALANCE', '').strip() or 'round_robin'
+    elif not isinstance(load_balance, str):
+        raise TypeError('load_balance must be a str, not '
+                        f'{type(load_balance).__name__}')
+    if load_balance not in BALANCERS:
+        raise ValueError(f'load_balance must be one of {", ".join(BALANCERS)}; '
+                         f'got {load_balance!r}')
+    return pollers, load_balance
+
+
+class _ReactorSelector:
+    """The loop's selector, plus the reactor's 'about to sleep' handshake."""
+
+    def __init__(self, selector, reactor):
+        self._selector = selector
+        self._reactor = reactor
+        self.register = selector.register
+        self.unregister = selector.unregister
+        self.modify = selector.modify
+        self.get_key = selector.get_key
+        self.get_map = selector.get_map
+
+    def select(self, timeout=None):
+        if (timeout is None or timeout > 0) and self._reactor.prepare_sleep():
+            timeout = 0
+        return self._selector.select(timeout)
+
+    def close(self):
+        self._selector.close()
+
+    def __getattr__(self, name):
+        return getattr(self._selector, name)
+
+
+class Loop(asyncio.SelectorEventLoop):
+    """An asyncio event loop whose stream sockets run on native poller threads.
+
+    Options: ``pollers`` (int >= 1; default: env NPAIO_POLLERS, else 1) and
+    ``load_balance`` ('round_robin', 'random' or 'least_connections'; default:
+    env NPAIO_LOAD_BALANCE, else round_robin).
+    """
+
+    def __init__(self, selector=None, *, pollers=None, load_balance=None):
+        pollers, load_balance = _check_options(pollers, load_balance)
+        self._reactor = None
+        super().__init__(selector)
+        self._reactor = Reactor(pollers, load_balance)
+        self._reactor._accept = self._accept_native
+        self._selector.register(self._reactor.efd, selectors.EVENT_READ, None)
+        self._internal_fds += 1
+        self._selector = _ReactorSelector(self._selector, self._reactor)
+
+    # -- statistics -------------------------------------------------------
+
+    def get_stats(self):
+        """Per-poller and per-loop counters of the native reactor, as a dict."""
+        if self._reactor is None:
+            raise RuntimeError('Event loop is closed')
+        return self._reactor.stats()
+
+    # -- the hooks of base_events ------------------------------------------
+
+    def _process_events(self, event_list):
+        efd_ready = 0
+        for i, (key, _) in enumerate(event_list):
+            if key.data is None:
+                efd_ready = 1
+                del event_list[i]
+                break
+        super()._process_events(event_list)
+        self._reactor.drain(efd_ready)
+
+    def _make_socket_transport(self, sock, protocol, waiter=None, *,
+                               extra=None, server=None):
+        return _NativeSocketTransport(self, sock, protocol, waiter, extra, server)
+
+    def _make_ssl_transport(self, rawsock, protocol, sslcontext, waiter=None,
+                            *, server_side=False, server_hostname=None,
+                            extra=None, server=None, **timeouts):
+        return self._make_native_ssl(rawsock, protocol, sslcontext, waiter,
+                                     server_side, server_hostname, extra,
+                                     server, None, timeouts)[1]
+
+    def _make_native_ssl(self, rawsock, protocol, sslcontext, waiter,
+                         server_side, server_hostname, extra, server, conn,
+                         timeouts):
+        timeouts = {k: v for k, v in timeouts.items() if v is not None}
+        ssl_protocol = sslproto.SSLProtocol(
+            self, protocol, sslcontext, waiter, server_side, server_hostname,
+            **timeouts)
+        raw = _NativeSocketTransport(self, rawsock, ssl_protocol, extra=extra,
+                                     server=server, conn=conn)
+        return raw, ssl_protocol._app_transport
+
+    def _start_serving(self, protocol_factory, sock, sslcontext=None,
+                       server=None, backlog=100,
+                       ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+                       ssl_shutdown_timeout=getattr(constants, 'SSL_SHUTDOWN_TIMEOUT', None)):
+        self._reactor.listen(sock, protocol_factory, sslcontext, server, backlog,
+                             ssl_handshake_timeout, ssl_shutdown_timeout)
+
+    def _stop_serving(self, sock):
+        if self._reactor is not None:
+            self._reactor.unlisten(sock)
+        sock.close()
+
+    def _accept_native(self, conn, info, fd):
+        """Dispatch of an ACCEPTED record: protocol, transport, connection_made."""
+        lsock = info.sock
+        sock = socket.socket(lsock.family, lsock.type, lsock.proto, fileno=fd)
+        protocol = transport = None
+        try:
+            protocol = info.protocol_factory()
+            if info.sslcontext:
+                waiter = self.create_future()
+                timeouts = {'ssl_handshake_timeout': info.ssl_handshake_timeout}
+                if info.ssl_shutdown_timeout is not None:
+                    timeouts['ssl_shutdown_timeout'] = info.ssl_shutdown_timeout
+                transport, app = self._make_native_ssl(
+                    sock, protocol, info.sslcontext, waiter, True, None, None,
+                    info.server, conn, timeouts)
+                self.create_task(self._ssl_accept_wait(waiter, app, protocol))
+            else:
+                transport = _NativeSocketTransport(
+                    self, sock, protocol, None, None, info.server, conn=conn)
+            return transport
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            if self._debug:
+                context = {'message': 'Error on transport creation for '
+                                      'incoming connection',
+                           'exception': exc}
+                if protocol is not None:
+                    context['protocol'] = protocol
+                if transport is not None:
+                    context['transport'] = transport
+                self.call_exception_handler(context)
+            if transport is not None:
+                transport.abort()
+            else:
+                sock.detach()
+                lib.np_conn_close(conn, 1)
+                lib.np_conn_release(conn)
+            return None
+
+    async def _ssl_accept_wait(self, waiter, app_transport, protocol):
+        try:
+            await waiter
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            app_transport.close()
+            if self._debug:
+                self.call_exception_handler({
+                    'message': 'Error on transport creation for incoming connection',
+                    'exception': exc, 'protocol': protocol,
+                    'transport': app_transport})
+
+    # -- closing ----------------------------------------------------------
+
+    def close(self):
+        if self.is_running():
+            raise RuntimeError("Cannot close a running event loop")
+        if self.is_closed():
+            return
+        reactor, self._reactor = self._reactor, None
+        if reactor is not None:
+            self._selector.unregister(reactor.efd)
+            self._internal_fds -= 1
+            reactor.close()
+        super().close()
