@@ -4,8 +4,8 @@ Public surface only; see loop.py (the loop), transports.py (stream
 transports), _reactor.py (the C core's Python face) and _native/ (the C core).
 """
 
-import asyncio as __asyncio
-import sys as __sys
+import asyncio as _asyncio
+import sys as _sys
 
 from ._reactor import native_counters
 from .loop import Loop
@@ -21,10 +21,10 @@ def new_event_loop(**options):
 
 def run(main, *, debug=None, **options):
     """Run coroutine `main` on a new npaio loop, like asyncio.run()."""
-    if __sys.version_info >= (3, 11):
+    if _sys.version_info >= (3, 11):
         def factory():
             return new_event_loop(**options)
-        with __asyncio.Runner(debug=debug, loop_factory=factory) as runner:
+        with _asyncio.Runner(debug=debug, loop_factory=factory) as runner:
             return runner.run(main)
     return _run_310(main, debug, options)
 
@@ -51,12 +51,12 @@ def _run_310(main, debug, options):
             loop.close()
 
 
-if __sys.version_info < (3, 16):
-    import warnings as __warnings
+if _sys.version_info < (3, 16):
+    import warnings as _warnings
 
-    __base_policy = getattr(__asyncio.unix_events, '_UnixDefaultEventLoopPolicy')
+    _base_policy = getattr(_asyncio.unix_events, '_UnixDefaultEventLoopPolicy')
 
-    class EventLoopPolicy(__base_policy):
+    class EventLoopPolicy(_base_policy):
         """Event loop policy whose loops are npaio loops (Python < 3.16).
 
         Deprecated on Python 3.14+, as asyncio's policies are: prefer
@@ -64,8 +64,8 @@ if __sys.version_info < (3, 16):
         """
 
         def __init__(self):
-            if __sys.version_info >= (3, 14):
-                __warnings.warn('npaio.EventLoopPolicy is deprecated, as asyncio '
+            if _sys.version_info >= (3, 14):
+                _warnings.warn('npaio.EventLoopPolicy is deprecated, as asyncio '
                                 'policies are; use npaio.run() or a loop factory',
                                 DeprecationWarning, stacklevel=2)
             super().__init__()
@@ -75,10 +75,10 @@ if __sys.version_info < (3, 16):
 
     def install():
         """Make npaio the loop that asyncio's policy creates (Python < 3.16)."""
-        if __sys.version_info >= (3, 14):
-            __warnings.warn('npaio.install() is deprecated, as asyncio policies '
+        if _sys.version_info >= (3, 14):
+            _warnings.warn('npaio.install() is deprecated, as asyncio policies '
                             'are; use npaio.run() or a loop factory',
                             DeprecationWarning, stacklevel=2)
-        __asyncio.set_event_loop_policy(EventLoopPolicy())
+        _asyncio.set_event_loop_policy(EventLoopPolicy())
 
     __all__ += ['EventLoopPolicy', 'install']

@@ -92,6 +92,11 @@ class Loop(asyncio.SelectorEventLoop):
     env NPAIO_LOAD_BALANCE, else round_robin).
     """
 
+    # Until BaseEventLoop.__init__ runs (bad options raise before it), the
+    # loop counts as closed, so __del__ has nothing to complain about.
+    _closed = True
+    _reactor = None
+
     def __init__(self, selector=None, *, pollers=None, load_balance=None):
         pollers, load_balance = _check_options(pollers, load_balance)
         self._reactor = None

@@ -31,7 +31,7 @@ import logging
 import os
 import warnings
 
-from asyncio import constants, protocols, transports, trsock
+from asyncio import base_events, constants, protocols, transports, trsock
 
 from ._reactor import ffi, lib
 
@@ -92,6 +92,8 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
         loop._transports[self._sock_fd] = self
         if conn is None:
             # An fd made by asyncio (create_connection & co): hand it over.
+            # (Accepted ones got TCP_NODELAY from the poller already.)
+            base_events._set_nodelay(sock)
             err = ffi.new("int *")
             conn = lib.np_conn_open(loop._reactor.r, self._sock_fd, err)
             if conn == ffi.NULL:

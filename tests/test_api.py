@@ -1,0 +1,353 @@
+"""npaio's own API (npaio ids only): constructor validation, NPAIO_POLLERS,
+npaio.run, asyncio.Runner, EventLoopPolicy/install, get_stats,
+native_counters."""
+
+import asyncio
+import functools
+import sys
+import warnings
+
+import pytest
+
+
+POLICY_DEPRECATED = sys.version_info >= (3, 14)
+
+
+def _close(loop):
+    if not loop.is_closed():
+        loop.close()
+
+
+# --------------------------------------------------------------------------
+# constructor
+
+@pytest.mark.parametrize("pollers", [0, -1])
+def test_pollers_must_be_positive(npaio_mod, leak_guard, pollers):
+    with pytest.raises(ValueError):
+        npaio_mod.new_event_loop(pollers=pollers)
+
+
+@pytest.mark.parametrize("pollers", ["x", "2", 1.5, b"1"])
+def test_pollers_must_be_int(npaio_mod, leak_guard, pollers):
+    with pytest.raises(TypeError):
+        npaio_mod.new_event_loop(pollers=pollers)
+
+
+def test_unknown_load_balance(npaio_mod, leak_guard):
+    with pytest.raises(ValueError):
+        npaio_mod.new_event_loop(load_balance="nope")
+    with pytest.raises(ValueError):
+        npaio_mod.new_event_loop(pollers=2, load_balance="nope")
+
+
+@pytest.mark.parametrize("lb", ["round_robin", "random", "least_connections"])
+def test_load_balance_values_accepted(npaio_mod, leak_guard, lb):
+    loop = npaio_mod.new_event_loop(pollers=2, load_balance=lb)
+    try:
+        assert isinstance(loop, npaio_mod.Loop)
+        assert len(loop.get_stats()["pollers"]) == 2
+    finally:
+        _close(loop)
+
+
+def test_loop_is_a_selector_event_loop(npaio_mod, leak_guard):
+    loop = npaio_mod.new_event_loop()
+    try:
+        assert isinstance(loop, npaio_mod.Loop)
+        assert isinstance(loop, asyncio.SelectorEventLoop)
+        assert isinstance(loop, asyncio.AbstractEventLoop)
+        assert not loop.is_running()
+        assert not loop.is_closed()
+    finally:
+        _close(loop)
+    assert loop.is_closed()
+    loop.close()  # closing twice is fine, as in asyncio
+
+
+def test_default_pollers_is_one(npaio_mod, leak_guard, monkeypatch):
+    monkeypatch.delenv("NPAIO_POLLERS", raising=False)
+    loop = npaio_mod.new_event_loop()
+    try:
+        assert len(loop.get_stats()["pollers"]) == 1
+    finally:
+        _close(loop)
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_npaio_pollers_env(npaio_mod, leak_guard, monkeypatch, n):
+    monkeypatch.setenv("NPAIO_POLLERS", str(n))
+    loop = npaio_mod.new_event_loop()
+    try:
+        assert len(loop.get_stats()["pollers"]) == n
+    finally:
+        _close(loop)
+    # an explicit argument wins over the environment
+    loop = npaio_mod.new_event_loop(pollers=2)
+    try:
+        assert len(loop.get_stats()["pollers"]) == 2
+    finally:
+        _close(loop)
+
+
+def test_stats_structure(npaio_mod, leak_guard):
+    loop = npaio_mod.new_event_loop(pollers=2)
+    try:
+        st = loop.get_stats()
+        assert isinstance(st, dict)
+        assert len(st["pollers"]) == 2
+        for p in st["pollers"]:
+            for key in ("connections", "events", "bytes_read", "bytes_written",
+                        "wakeups", "accepts"):
+                assert isinstance(p[key], int), key
+                assert p[key] >= 0
+            assert p["connections"] == 0
+        for key in ("drains", "completions", "completions_per_drain",
+                    "loop_wakeups"):
+            assert key in st["loop"], key
+        assert isinstance(st["loop"]["completions_per_drain"], (int, float))
+    finally:
+        _close(loop)
+
+
+def test_native_counters_structure_and_balance(npaio_mod, leak_guard):
+    before = npaio_mod.native_counters()
+    assert set(before) >= {"conns", "listeners", "nodes", "reactors", "threads"}
+    for v in before.values():
+        assert isinstance(v, int) and v >= 0
+    loop = npaio_mod.new_event_loop(pollers=3)
+    try:
+        async def main():
+            server = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+            port = server.sockets[0].getsockname()[1]
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            during = npaio_mod.native_counters()
+            w.close()
+            await w.wait_closed()
+            server.close()
+            await server.wait_closed()
+            return during
+
+        during = loop.run_until_complete(asyncio.wait_for(main(), 20))
+        # something native is alive while the loop serves a connection
+        assert during["conns"] > before["conns"]
+        assert during["listeners"] > before["listeners"]
+    finally:
+        _close(loop)
+    # leak_guard checks the return to `before` (with a short settle time)
+
+
+# --------------------------------------------------------------------------
+# npaio.run / Runner / policy
+
+def test_npaio_run_returns_result(npaio_mod, leak_guard):
+    async def main(x):
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, npaio_mod.Loop)
+        await asyncio.sleep(0)
+        return x * 2
+
+    assert npaio_mod.run(main(21)) == 42
+
+
+def test_npaio_run_propagates_exception(npaio_mod, leak_guard):
+    async def main():
+        raise KeyError("boom")
+
+    with pytest.raises(KeyError):
+        npaio_mod.run(main())
+
+
+def test_npaio_run_options(npaio_mod, leak_guard):
+    async def main():
+        loop = asyncio.get_running_loop()
+        return len(loop.get_stats()["pollers"]), loop.get_debug()
+
+    n, debug = npaio_mod.run(main(), pollers=2, debug=True)
+    assert n == 2
+    assert debug is True
+
+
+def test_npaio_run_echo(npaio_mod, leak_guard):
+    async def main():
+        async def handle(r, w):
+            w.write(await r.readexactly(5))
+            await w.drain()
+            w.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"hello")
+        data = await r.readexactly(5)
+        w.close()
+        await w.wait_closed()
+        server.close()
+        await server.wait_closed()
+        return data
+
+    assert npaio_mod.run(asyncio.wait_for(main(), 20)) == b"hello"
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.Runner is 3.11+")
+def test_asyncio_runner_loop_factory(npaio_mod, leak_guard):
+    async def main():
+        return type(asyncio.get_running_loop())
+
+    with asyncio.Runner(loop_factory=npaio_mod.new_event_loop) as runner:
+        assert issubclass(runner.run(main()), npaio_mod.Loop)
+        assert isinstance(runner.get_loop(), npaio_mod.Loop)
+
+    factory = functools.partial(npaio_mod.new_event_loop, pollers=2)
+    with asyncio.Runner(loop_factory=factory) as runner:
+        loop = runner.get_loop()
+        assert len(loop.get_stats()["pollers"]) == 2
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12),
+                    reason="asyncio.run(loop_factory=) is 3.12+")
+def test_asyncio_run_loop_factory(npaio_mod, leak_guard):
+    async def main():
+        return isinstance(asyncio.get_running_loop(), npaio_mod.Loop)
+
+    assert asyncio.run(main(), loop_factory=npaio_mod.new_event_loop)
+
+
+@pytest.fixture
+def restore_policy():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old = asyncio.get_event_loop_policy()
+    yield
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        asyncio.set_event_loop_policy(old)
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 16),
+                    reason="event loop policies are gone in 3.16")
+def test_event_loop_policy(npaio_mod, leak_guard, restore_policy):
+    with warnings.catch_warnings():
+        if POLICY_DEPRECATED:
+            warnings.simplefilter("ignore", DeprecationWarning)
+        else:
+            warnings.simplefilter("error", DeprecationWarning)
+        policy = npaio_mod.EventLoopPolicy()
+        assert isinstance(policy, asyncio.AbstractEventLoopPolicy)
+        loop = policy.new_event_loop()
+        try:
+            assert isinstance(loop, npaio_mod.Loop)
+        finally:
+            loop.close()
+        asyncio.set_event_loop_policy(policy)
+
+        async def main():
+            return type(asyncio.get_running_loop())
+
+        assert issubclass(asyncio.run(main()), npaio_mod.Loop)
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 16),
+                    reason="event loop policies are gone in 3.16")
+def test_install(npaio_mod, leak_guard, restore_policy):
+    with warnings.catch_warnings():
+        if POLICY_DEPRECATED:
+            warnings.simplefilter("ignore", DeprecationWarning)
+        else:
+            warnings.simplefilter("error", DeprecationWarning)
+        npaio_mod.install()
+        assert isinstance(asyncio.get_event_loop_policy(),
+                          npaio_mod.EventLoopPolicy)
+        loop = asyncio.new_event_loop()
+        try:
+            assert isinstance(loop, npaio_mod.Loop)
+        finally:
+            loop.close()
+
+        async def main():
+            return type(asyncio.get_running_loop())
+
+        assert issubclass(asyncio.run(main()), npaio_mod.Loop)
+
+
+# --------------------------------------------------------------------------
+# stats on a live loop (every npaio config)
+
+def test_stats_count_bytes_echoed(loop, run, npaio_only):
+    total = 3 * 1024 * 1024 + 17
+
+    async def main():
+        async def handle(r, w):
+            while True:
+                data = await r.read(65536)
+                if not data:
+                    break
+                w.write(data)
+                await w.drain()
+            w.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        before = loop.get_stats()
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"a" * total)
+        await w.drain()
+        got = await r.readexactly(total)
+        w.write_eof()
+        assert await r.read() == b""
+        w.close()
+        await w.wait_closed()
+        server.close()
+        await server.wait_closed()
+        after = loop.get_stats()
+        return got, before, after
+
+    got, before, after = run(loop, main())
+    assert len(got) == total
+
+    def tot(st, key):
+        return sum(p[key] for p in st["pollers"])
+
+    # both ends are on this loop: server reads `total`, client reads `total`
+    assert tot(after, "bytes_read") - tot(before, "bytes_read") == 2 * total
+    assert tot(after, "bytes_written") - tot(before, "bytes_written") == 2 * total
+    assert tot(after, "accepts") - tot(before, "accepts") == 1
+    assert tot(after, "connections") == 0
+    assert tot(after, "events") > tot(before, "events")
+
+
+def test_stats_connections_and_balance(loop, run, npaio_only):
+    n = 30
+
+    async def main():
+        protos = []
+
+        class P(asyncio.Protocol):
+            def connection_made(self, tr):
+                self.tr = tr
+                protos.append(self)
+
+        server = await loop.create_server(P, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        clients = [await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+                   for _ in range(n)]
+        for _ in range(1000):
+            if len(protos) == n:
+                break
+            await asyncio.sleep(0.005)
+        st = loop.get_stats()
+        for tr, _ in clients:
+            tr.close()
+        for p in protos:
+            p.tr.close()
+        await asyncio.sleep(0.05)
+        server.close()
+        await server.wait_closed()
+        return st
+
+    st = run(loop, main())
+    conns = [p["connections"] for p in st["pollers"]]
+    # both ends of each connection live on this loop
+    assert sum(conns) == 2 * n
+    assert sum(p["accepts"] for p in st["pollers"]) == n
+    if len(conns) > 1:
+        assert all(c > 0 for c in conns), conns
