@@ -67,6 +67,7 @@ class Reactor:
             raise OSError(err[0], 'npaio: cannot start the reactor: '
                           + os.strerror(err[0]))
         self.r = r
+        self.pid = os.getpid()
         self.efd = lib.np_reactor_efd(r)
         self.pollers = pollers
         self.balance = balance
@@ -191,8 +192,11 @@ class Reactor:
         for tr in list(self._transports.values()):
             tr._loop_closing()
         self._transports.clear()
-        for info in list(self._listeners.values()):
-            lib.np_listener_close(info.native)
+        if self.pid == os.getpid():
+            # (In a child of fork() the listeners' epoll sets and locks are
+            # the parent's: np_reactor_free closes only our fd copies.)
+            for info in list(self._listeners.values()):
+                lib.np_listener_close(info.native)
         self._listeners.clear()
         self._by_fd.clear()
         lib.np_reactor_free(self.r)

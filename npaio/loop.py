@@ -84,6 +84,27 @@ class _ReactorSelector:
         return getattr(self._selector, name)
 
 
+class _ForkedSelector:
+    """The selector of a loop inherited through fork(), for close() only.
+
+    An epoll set is shared by parent and child: EPOLL_CTL_DEL in the child
+    would unregister the parent's fds too. So here unregister() only forgets
+    the key, and close() closes the child's copy of the epoll fd."""
+
+    def __init__(self, selector):
+        inner = getattr(selector, '_selector', selector)
+        self._inner = inner
+
+    def unregister(self, fileobj):
+        return selectors._BaseSelectorImpl.unregister(self._inner, fileobj)
+
+    def close(self):
+        self._inner.close()
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
 class Loop(asyncio.SelectorEventLoop):
     """An asyncio event loop whose stream sockets run on native poller threads.
 
@@ -101,6 +122,7 @@ class Loop(asyncio.SelectorEventLoop):
         pollers, load_balance = _check_options(pollers, load_balance)
         self._reactor = None
         super().__init__(selector)
+        self._pid = os.getpid()
         self._reactor = Reactor(pollers, load_balance)
         self._reactor._accept = self._accept_native
         self._selector.register(self._reactor.efd, selectors.EVENT_READ, None)
@@ -222,6 +244,9 @@ class Loop(asyncio.SelectorEventLoop):
         if self.is_closed():
             return
         reactor, self._reactor = self._reactor, None
+        if self._pid != os.getpid():
+            # Closing a loop inherited through fork(): touch nothing shared.
+            self._selector = _ForkedSelector(self._selector)
         if reactor is not None:
             self._selector.unregister(reactor.efd)
             self._internal_fds -= 1

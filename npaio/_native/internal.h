@@ -19,6 +19,7 @@
 #include <stdatomic.h>
 #include <pthread.h>
 #include <assert.h>
+#include <sys/types.h>
 #include <sys/uio.h>
 
 #include "np.h"
@@ -159,6 +160,7 @@ enum { NP_RS_DRAINS, NP_RS_COMPLETIONS, NP_RS_LOOP_WAKEUPS, NP_RS_DIRECT_WRITES,
        NP_RS_QUEUED_WRITES, NP_RS_THROTTLES, NP_RS_SLEEPS, NP_RS_ARENA_FULL };
 
 struct np_reactor {
+    pid_t pid;                     /* the process that started the pollers */
     int npollers;
     int balance;
     np_poller *pollers;

@@ -88,3 +88,26 @@ void np_native_counters(uint64_t *out)
     for (int i = 0; i < NP_GLOBAL_COUNTERS; i++)
         out[i] = (uint64_t)atomic_load(&np_counters[i]);
 }
+
+static void atfork_prepare(void)
+{
+    for (int k = 0; k < NP_MC_CLASSES; k++)
+        pthread_mutex_lock(&classes[k].lock);
+}
+
+static void atfork_parent(void)
+{
+    for (int k = NP_MC_CLASSES - 1; k >= 0; k--)
+        pthread_mutex_unlock(&classes[k].lock);
+}
+
+static void atfork_child(void)
+{
+    for (int k = 0; k < NP_MC_CLASSES; k++)
+        pthread_mutex_init(&classes[k].lock, NULL);
+}
+
+__attribute__((constructor)) static void mcache_init(void)
+{
+    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}

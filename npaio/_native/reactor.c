@@ -41,6 +41,7 @@ np_reactor *np_reactor_new(int npollers, int balance, int *err)
         *err = ENOMEM;
         return NULL;
     }
+    r->pid = getpid();
     r->npollers = npollers;
     r->balance = balance;
     atomic_init(&r->seed, 0x9E3779B97F4A7C15ull ^ (uint64_t)(uintptr_t)r);
@@ -89,9 +90,27 @@ void np_reactor_track_conn(np_reactor *r, np_conn *c, int add)
     pthread_mutex_unlock(&r->alock);
 }
 
+/* In a child of fork() the pollers do not exist and their locks may be held
+ * forever: close this process's copies of the fds and leak the rest. */
+static void free_after_fork(np_reactor *r)
+{
+    for (np_conn *c = r->all_conns; c; c = c->all_next)
+        close(c->fd);
+    for (int i = 0; i < r->npollers; i++) {
+        close(r->pollers[i].epfd);
+        close(r->pollers[i].efd);
+    }
+    close(r->efd);
+    NP_COUNT(NP_CNT_REACTORS, -1);
+}
+
 /* Loop thread: stop and join the pollers, then free whatever is left. */
 void np_reactor_free(np_reactor *r)
 {
+    if (r->pid != getpid()) {
+        free_after_fork(r);
+        return;
+    }
     for (int i = 0; i < r->npollers; i++)
         np_poller_stop(&r->pollers[i]);
     /* No other thread runs now. Drop queue references, then owners. */
