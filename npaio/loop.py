@@ -32,6 +32,7 @@ from .transports import _NativeSocketTransport
 __all__ = ['Loop']
 
 _MAX_POLLERS = 256
+_SOCK_NONBLOCK = getattr(socket, 'SOCK_NONBLOCK', 0)   # fd is O_NONBLOCK already
 
 
 def _check_options(pollers, load_balance):
@@ -186,7 +187,8 @@ class Loop(asyncio.SelectorEventLoop):
     def _accept_native(self, conn, info, fd):
         """Dispatch of an ACCEPTED record: protocol, transport, connection_made."""
         lsock = info.sock
-        sock = socket.socket(lsock.family, lsock.type, lsock.proto, fileno=fd)
+        sock = socket.socket(lsock.family, lsock.type | _SOCK_NONBLOCK,
+                             lsock.proto, fileno=fd)
         protocol = transport = None
         try:
             protocol = info.protocol_factory()

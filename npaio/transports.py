@@ -111,10 +111,25 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
             # that made us delivers data right after connection_made.
             self._conn = conn
             loop._reactor.add_transport(conn, self)
-            self._protocol.connection_made(self)
+            self._call_connection_made()
             if waiter is not None:
                 self._loop.call_soon(asyncio.futures._set_result_unless_cancelled,
                                      waiter, None)
+
+    def _call_connection_made(self):
+        # What asyncio's call_soon(connection_made) would do, run now so no
+        # data can overtake it: an exception goes to the exception handler.
+        try:
+            self._protocol.connection_made(self)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._loop.call_exception_handler({
+                'message': f'Exception in callback {self._protocol.connection_made!r}',
+                'exception': exc,
+                'transport': self,
+                'protocol': self._protocol,
+            })
 
     def __repr__(self):
         info = [self.__class__.__name__]
