@@ -182,7 +182,9 @@ class Loop(asyncio.SelectorEventLoop):
     def _stop_serving(self, sock):
         if self._reactor is not None:
             self._reactor.unlisten(sock)
-        sock.close()
+        # asyncio's own: closes the socket (and on 3.13+ unlinks a Unix
+        # socket's file); its _remove_reader finds nothing to remove.
+        super()._stop_serving(sock)
 
     def _accept_native(self, conn, info, fd):
         """Dispatch of an ACCEPTED record: protocol, transport, connection_made."""
