@@ -6,9 +6,15 @@ It is the only module besides ``transports`` that calls ``lib``.
 
 Hot path, per loop iteration: ``prepare_sleep()`` (only when the loop may
 block) and ``drain()``, one cffi call each. The drain fills a preallocated
-array of 40-byte records and copies the connections' input into one arena;
+array of 48-byte records and copies the connections' input into one arena;
 ``struct.iter_unpack`` turns the records into tuples without per-field cffi
-access, and every record is dispatched straight to its transport.
+access. ``dispatch()`` then runs as ONE handle appended to the loop's ready
+queue, so I/O callbacks come after the callbacks that were ready before them,
+exactly where asyncio's selector loop puts its ``_read_ready`` handles (a task
+that awaited create_connection() resumes before the first data_received).
+
+Records name connections by id, not address: between the drain and the
+dispatch a connection can be closed, freed and its address reused.
 """
 
 import os
@@ -27,7 +33,7 @@ BALANCERS = {
 
 _MAX_RECORDS = 1024
 _ARENA_SIZE = 1 << 20
-_RECORD = struct.Struct('=QQIiIIii')
+_RECORD = struct.Struct('=QQQIiIIii')
 assert _RECORD.size == ffi.sizeof('np_record')
 
 _ACCEPTED = lib.NP_EV_ACCEPTED
@@ -75,7 +81,8 @@ class Reactor:
         self._records_buf = ffi.buffer(self._records)
         self._arena = ffi.new('char[]', _ARENA_SIZE)
         self._arena_view = memoryview(ffi.buffer(self._arena))
-        self._transports = {}          # np_conn address -> transport
+        self._transports = {}          # connection id -> transport
+        self._pending = 0              # records drained, not yet dispatched
         self._listeners = {}           # listener id -> _Listener
         self._by_fd = {}               # listening fd -> _Listener
         self._next_lid = 1
@@ -84,10 +91,12 @@ class Reactor:
     # -- connections ------------------------------------------------------
 
     def add_transport(self, conn, transport):
-        self._transports[int(ffi.cast('uintptr_t', conn))] = transport
+        cid = lib.np_conn_id(conn)
+        self._transports[cid] = transport
+        return cid
 
-    def remove_transport(self, conn):
-        self._transports.pop(int(ffi.cast('uintptr_t', conn)), None)
+    def remove_transport(self, cid):
+        self._transports.pop(cid, None)
 
     # -- listeners --------------------------------------------------------
 
@@ -129,19 +138,25 @@ class Reactor:
         return lib.np_reactor_prepare_sleep(self.r)
 
     def drain(self, efd_ready):
-        """Fetch what the pollers finished and dispatch it to transports."""
+        """Fetch what the pollers finished; returns how many records wait."""
         n = lib.np_reactor_drain(self.r, self._records, _MAX_RECORDS,
                                  self._arena, _ARENA_SIZE, efd_ready)
+        self._pending = n
+        return n
+
+    def dispatch(self):
+        """Hand the drained records to their transports (a ready handle)."""
+        n, self._pending = self._pending, 0
         if not n:
             return
         arena = self._arena_view
         transports = self._transports
-        for conn, lid, flags, err, off, ln, fd, _ in _RECORD.iter_unpack(
-                self._records_buf[:n * 40]):
+        for cid, conn, lid, flags, err, off, ln, fd, _ in _RECORD.iter_unpack(
+                self._records_buf[:n * _RECORD.size]):
             if flags & _ACCEPTED:
                 tr = self._accepted(conn, lid, fd)
             else:
-                tr = transports.get(conn)
+                tr = transports.get(cid)
             if tr is None:
                 continue
             if ln:

@@ -11,7 +11,8 @@ subprocesses, signals) and fills in the hooks through which
 - ``_start_serving`` / ``_stop_serving``: listening sockets of create_server,
   start_server and create_unix_server are accepted by a poller thread;
 - ``_process_events``: after the selector's own events, one drain of the
-  reactor's completions per iteration;
+  reactor's completions per iteration, dispatched by one handle appended to
+  the ready queue (where asyncio puts its own I/O callbacks);
 - the selector is wrapped so that, just before the loop may block, the
   reactor learns it is asleep (pollers then wake it with an eventfd; a busy
   loop gets no wake-ups at all).
@@ -24,7 +25,7 @@ import os
 import selectors
 import socket
 
-from asyncio import constants, sslproto
+from asyncio import constants, events, sslproto
 
 from ._reactor import BALANCERS, Reactor, lib
 from .transports import _NativeSocketTransport
@@ -127,7 +128,7 @@ class Loop(asyncio.SelectorEventLoop):
         self._reactor = Reactor(pollers, load_balance)
         self._reactor._accept = self._accept_native
         self._selector.register(self._reactor.efd, selectors.EVENT_READ, None)
-        self._internal_fds += 1
+        self._dispatch_handle = events.Handle(self._reactor.dispatch, (), self)
         self._selector = _ReactorSelector(self._selector, self._reactor)
 
     # -- statistics -------------------------------------------------------
@@ -148,7 +149,8 @@ class Loop(asyncio.SelectorEventLoop):
                 del event_list[i]
                 break
         super()._process_events(event_list)
-        self._reactor.drain(efd_ready)
+        if self._reactor.drain(efd_ready):
+            self._ready.append(self._dispatch_handle)
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *,
                                extra=None, server=None):
@@ -253,6 +255,5 @@ class Loop(asyncio.SelectorEventLoop):
             self._selector = _ForkedSelector(self._selector)
         if reactor is not None:
             self._selector.unregister(reactor.efd)
-            self._internal_fds -= 1
             reactor.close()
         super().close()

@@ -99,7 +99,7 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
             if conn == ffi.NULL:
                 raise OSError(err[0], os.strerror(err[0]))
             self._conn = conn
-            loop._reactor.add_transport(conn, self)
+            self._cid = loop._reactor.add_transport(conn, self)
             self._loop.call_soon(self._protocol.connection_made, self)
             # only start reading when connection_made() has been called
             self._loop.call_soon(self._add_reader)
@@ -110,7 +110,7 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
             # Accepted by a poller: reading is on already, and the dispatch
             # that made us delivers data right after connection_made.
             self._conn = conn
-            loop._reactor.add_transport(conn, self)
+            self._cid = loop._reactor.add_transport(conn, self)
             self._call_connection_made()
             if waiter is not None:
                 self._loop.call_soon(asyncio.futures._set_result_unless_cancelled,
@@ -426,7 +426,7 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
         if sock is not None:
             sock.detach()
         if conn is not None:
-            self._loop._reactor.remove_transport(conn)
+            self._loop._reactor.remove_transport(self._cid)
             lib.np_conn_release(conn)
 
     def _loop_closing(self):

@@ -14,8 +14,12 @@ SCRIPT = os.path.join(os.path.dirname(__file__), "soak", "fork_script.py")
 
 
 def test_fork_child_and_parent_both_work():
+    # The child imports the same npaio as this process (installed or in-tree).
+    env = dict(os.environ)
+    here = os.path.dirname(os.path.dirname(os.path.abspath(npaio.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH")]))
     out = subprocess.run([sys.executable, SCRIPT], capture_output=True,
-                         text=True, timeout=60)
+                         text=True, timeout=60, env=env)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert "parent b'p1'" in lines

@@ -26,6 +26,8 @@
 #include <sys/socket.h>
 #include "internal.h"
 
+static _Atomic uint64_t next_id = 1;
+
 np_conn *np_conn_new(np_reactor *r, int fd)
 {
     np_conn *c = calloc(1, sizeof(*c));
@@ -34,6 +36,7 @@ np_conn *np_conn_new(np_reactor *r, int fd)
     c->obj.kind = NP_KIND_CONN;
     c->fd = fd;
     c->reactor = r;
+    c->id = atomic_fetch_add(&next_id, 1);
     atomic_init(&c->refs, 1);
     atomic_init(&c->closed, 0);
     atomic_init(&c->pending, 0);
@@ -156,6 +159,11 @@ np_conn *np_conn_open(np_reactor *r, int fd, int *err)
     c->paused = 1;               /* the transport resumes after connection_made */
     np_conn_register(c, np_balance(r));
     return c;
+}
+
+uint64_t np_conn_id(np_conn *c)
+{
+    return c->id;
 }
 
 int64_t np_conn_write(np_conn *c, const char *data, size_t len)

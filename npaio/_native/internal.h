@@ -96,6 +96,7 @@ struct np_conn {
     np_reactor *reactor;
     np_poller *poller;             /* owner, fixed at registration */
     uint64_t lid;                  /* listener id (accepted conns) */
+    uint64_t id;                   /* unique, never reused (records carry it) */
     _Atomic int refs;
 
     pthread_mutex_t lock;          /* guards the [lock] fields and writes */

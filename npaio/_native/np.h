@@ -38,9 +38,10 @@ typedef struct np_reactor np_reactor;
 typedef struct np_conn np_conn;
 typedef struct np_listener np_listener;
 
-/* One completion, 40 bytes, read by Python with struct '=QQIiIIii'. */
+/* One completion, 48 bytes, read by Python with struct '=QQQIiIIii'. */
 typedef struct np_record {
-    uint64_t conn;      /* np_conn address: the connection's identity */
+    uint64_t id;        /* the connection's id: unique for the process's life */
+    uint64_t conn;      /* np_conn address (valid while the loop holds it) */
     uint64_t lid;       /* listener id, for NP_EV_ACCEPTED */
     uint32_t flags;     /* NP_EV_* */
     int32_t err;        /* errno, for NP_EV_ERROR */
@@ -65,6 +66,7 @@ np_listener *np_listen(np_reactor *r, int fd, uint64_t lid, int nodelay,
 void np_listener_close(np_listener *l);
 
 np_conn *np_conn_open(np_reactor *r, int fd, int *err);
+uint64_t np_conn_id(np_conn *c);
 int64_t np_conn_write(np_conn *c, const char *data, size_t len);
 size_t np_conn_wbuf_size(np_conn *c);
 int np_conn_set_notify(np_conn *c, size_t low);

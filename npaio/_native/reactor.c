@@ -288,6 +288,7 @@ int np_reactor_drain(np_reactor *r, np_record *recs, int maxrecs,
             continue;
         }
         np_record *rec = &recs[k];
+        rec->id = c->id;
         rec->conn = (uint64_t)(uintptr_t)c;
         rec->lid = c->lid;
         rec->fd = c->fd;
