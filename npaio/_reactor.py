@@ -1,12 +1,12 @@
 """The Python face of the C core: pollers, balancer, drain, dispatch, stats.
 
-Owns the ``np_reactor`` of one loop and the maps from native objects to
-Python ones (connection address -> transport, listener id -> server info).
+Owns the ``np_reactor`` of one loop and the map from connection id to
+transport.
 It is the only module besides ``transports`` that calls ``lib``.
 
 Hot path, per loop iteration: ``prepare_sleep()`` (only when the loop may
 block) and ``drain()``, one cffi call each. The drain fills a preallocated
-array of 48-byte records and copies the connections' input into one arena;
+array of 24-byte records and copies the connections' input into one arena;
 ``struct.iter_unpack`` turns the records into tuples without per-field cffi
 access. ``dispatch()`` then runs as ONE handle appended to the loop's ready
 queue, so I/O callbacks come after the callbacks that were ready before them,
@@ -18,7 +18,6 @@ dispatch a connection can be closed, freed and its address reused.
 """
 
 import os
-import socket
 import struct
 
 from ._np import ffi, lib
@@ -33,22 +32,21 @@ BALANCERS = {
 
 _MAX_RECORDS = 1024
 _ARENA_SIZE = 1 << 20
-_RECORD = struct.Struct('=QQQIiIIii')
+_RECORD = struct.Struct('=QIiII')
 assert _RECORD.size == ffi.sizeof('np_record')
 
-_ACCEPTED = lib.NP_EV_ACCEPTED
 _READ = lib.NP_EV_READ
 _EOF = lib.NP_EV_EOF
 _CLOSED = lib.NP_EV_CLOSED
 _DRAINED = lib.NP_EV_DRAINED
 _WRITE_ERROR = lib.NP_EV_WRITE_ERROR
-_RARE = _ACCEPTED | _EOF | _CLOSED | _DRAINED
+_RARE = _EOF | _CLOSED | _DRAINED
 
 _REACTOR_STATS = ('drains', 'completions', 'loop_wakeups', 'direct_writes',
                   'queued_writes', 'throttles', 'sleeps', 'arena_full')
 _POLLER_STATS = ('connections', 'events', 'bytes_read', 'bytes_written',
-                 'wakeups', 'accepts', 'reads', 'writes')
-_COUNTERS = ('conns', 'listeners', 'nodes', 'reactors', 'threads', 'node_bytes')
+                 'wakeups', 'reads', 'writes')
+_COUNTERS = ('conns', 'nodes', 'reactors', 'threads', 'node_bytes')
 
 
 def native_counters():
@@ -56,11 +54,6 @@ def native_counters():
     out = ffi.new('uint64_t[]', lib.NP_GLOBAL_COUNTERS)
     lib.np_native_counters(out)
     return {name: int(out[i]) for i, name in enumerate(_COUNTERS)}
-
-
-class _Listener:
-    __slots__ = ('lid', 'native', 'sock', 'protocol_factory', 'sslcontext',
-                 'server', 'ssl_handshake_timeout', 'ssl_shutdown_timeout')
 
 
 class Reactor:
@@ -83,10 +76,7 @@ class Reactor:
         self._arena_view = memoryview(ffi.buffer(self._arena))
         self._transports = {}          # connection id -> transport
         self._pending = 0              # records drained, not yet dispatched
-        self._listeners = {}           # listener id -> _Listener
-        self._by_fd = {}               # listening fd -> _Listener
-        self._next_lid = 1
-        self._accept = None            # set by the loop: accepted(conn, listener, fd)
+        self.accepts = 0               # connections the loop accepted
 
     # -- connections ------------------------------------------------------
 
@@ -97,40 +87,6 @@ class Reactor:
 
     def remove_transport(self, cid):
         self._transports.pop(cid, None)
-
-    # -- listeners --------------------------------------------------------
-
-    def listen(self, sock, protocol_factory, sslcontext, server, backlog,
-               ssl_handshake_timeout, ssl_shutdown_timeout):
-        fd = sock.fileno()
-        if fd in self._by_fd:
-            return
-        info = _Listener()
-        info.lid = self._next_lid
-        self._next_lid += 1
-        info.sock = sock
-        info.protocol_factory = protocol_factory
-        info.sslcontext = sslcontext
-        info.server = server
-        info.ssl_handshake_timeout = ssl_handshake_timeout
-        info.ssl_shutdown_timeout = ssl_shutdown_timeout
-        nodelay = sock.family in (socket.AF_INET, socket.AF_INET6)
-        err = ffi.new('int *')
-        native = lib.np_listen(self.r, fd, info.lid, nodelay, backlog, err)
-        if native == ffi.NULL:
-            raise OSError(err[0], os.strerror(err[0]))
-        info.native = native
-        self._listeners[info.lid] = info
-        self._by_fd[fd] = info
-
-    def unlisten(self, sock):
-        """Stop accepting on `sock`; once this returns C no longer uses it."""
-        info = self._by_fd.pop(sock.fileno(), None)
-        if info is None:
-            return
-        del self._listeners[info.lid]
-        lib.np_listener_close(info.native)
-        info.native = None
 
     # -- the loop's two calls per iteration -------------------------------
 
@@ -151,33 +107,25 @@ class Reactor:
             return
         arena = self._arena_view
         transports = self._transports
-        for cid, conn, lid, flags, err, off, ln, fd, _ in _RECORD.iter_unpack(
+        for cid, flags, err, off, ln in _RECORD.iter_unpack(
                 self._records_buf[:n * _RECORD.size]):
-            if flags & _ACCEPTED:
-                tr = self._accepted(conn, lid, fd)
-            else:
-                tr = transports.get(cid)
+            tr = transports.get(cid)
             if tr is None:
                 continue
             if ln:
                 tr._on_data(arena[off:off + ln])
             if flags & _RARE:
                 if flags & _EOF:
-                    tr._on_eof()
+                    if ln:
+                        # asyncio's selector loop sees EOF one iteration
+                        # after the data (the next recv() returns b'').
+                        tr._loop.call_soon(tr._on_eof)
+                    else:
+                        tr._on_eof()
                 if flags & _DRAINED:
                     tr._on_drained()
                 if flags & _CLOSED:
                     tr._on_closed(err, flags & _WRITE_ERROR)
-
-    def _accepted(self, addr, lid, fd):
-        conn = ffi.cast('np_conn *', addr)
-        info = self._listeners.get(lid)
-        if info is None:
-            # The server closed while this one was on its way: drop it.
-            lib.np_conn_close(conn, 1)
-            lib.np_conn_release(conn)
-            return None
-        return self._accept(conn, info, fd)
 
     # -- statistics and teardown ------------------------------------------
 
@@ -188,6 +136,7 @@ class Reactor:
         lib.np_reactor_stats(self.r, out, cap)
         vals = [int(out[i]) for i in range(cap)]
         loop = dict(zip(_REACTOR_STATS, vals))
+        loop['accepts'] = self.accepts
         loop['completions_per_drain'] = (
             loop['completions'] / loop['drains'] if loop['drains'] else 0.0)
         pollers = []
@@ -207,13 +156,6 @@ class Reactor:
         for tr in list(self._transports.values()):
             tr._loop_closing()
         self._transports.clear()
-        if self.pid == os.getpid():
-            # (In a child of fork() the listeners' epoll sets and locks are
-            # the parent's: np_reactor_free closes only our fd copies.)
-            for info in list(self._listeners.values()):
-                lib.np_listener_close(info.native)
-        self._listeners.clear()
-        self._by_fd.clear()
         lib.np_reactor_free(self.r)
         self.r = None
 

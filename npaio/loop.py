@@ -8,8 +8,9 @@ subprocesses, signals) and fills in the hooks through which
 - ``_make_socket_transport`` / ``_make_ssl_transport``: connected TCP and Unix
   stream sockets (create_connection, open_connection, connect_accepted_socket,
   create_unix_connection) go to the native reactor;
-- ``_start_serving`` / ``_stop_serving``: listening sockets of create_server,
-  start_server and create_unix_server are accepted by a poller thread;
+- ``_accept_connection``: create_server, start_server and create_unix_server
+  accept on the loop thread as asyncio does, and the accepted socket goes to a
+  poller at once (no Task per connection);
 - ``_process_events``: after the selector's own events, one drain of the
   reactor's completions per iteration, dispatched by one handle appended to
   the ready queue (where asyncio puts its own I/O callbacks);
@@ -21,19 +22,18 @@ It never touches ffi: ``_reactor`` and ``transports`` do.
 """
 
 import asyncio
+import errno
 import os
 import selectors
-import socket
 
-from asyncio import constants, events, sslproto
+from asyncio import constants, events, sslproto, trsock
 
-from ._reactor import BALANCERS, Reactor, lib
+from ._reactor import BALANCERS, Reactor
 from .transports import _NativeSocketTransport
 
 __all__ = ['Loop']
 
 _MAX_POLLERS = 256
-_SOCK_NONBLOCK = getattr(socket, 'SOCK_NONBLOCK', 0)   # fd is O_NONBLOCK already
 
 
 def _check_options(pollers, load_balance):
@@ -126,7 +126,6 @@ class Loop(asyncio.SelectorEventLoop):
         super().__init__(selector)
         self._pid = os.getpid()
         self._reactor = Reactor(pollers, load_balance)
-        self._reactor._accept = self._accept_native
         self._selector.register(self._reactor.efd, selectors.EVENT_READ, None)
         self._dispatch_handle = events.Handle(self._reactor.dispatch, (), self)
         self._selector = _ReactorSelector(self._selector, self._reactor)
@@ -159,56 +158,58 @@ class Loop(asyncio.SelectorEventLoop):
     def _make_ssl_transport(self, rawsock, protocol, sslcontext, waiter=None,
                             *, server_side=False, server_hostname=None,
                             extra=None, server=None, **timeouts):
-        return self._make_native_ssl(rawsock, protocol, sslcontext, waiter,
-                                     server_side, server_hostname, extra,
-                                     server, None, timeouts)[1]
-
-    def _make_native_ssl(self, rawsock, protocol, sslcontext, waiter,
-                         server_side, server_hostname, extra, server, conn,
-                         timeouts):
         timeouts = {k: v for k, v in timeouts.items() if v is not None}
         ssl_protocol = sslproto.SSLProtocol(
             self, protocol, sslcontext, waiter, server_side, server_hostname,
             **timeouts)
-        raw = _NativeSocketTransport(self, rawsock, ssl_protocol, extra=extra,
-                                     server=server, conn=conn)
-        return raw, ssl_protocol._app_transport
+        _NativeSocketTransport(self, rawsock, ssl_protocol, extra=extra,
+                               server=server)
+        return ssl_protocol._app_transport
 
-    def _start_serving(self, protocol_factory, sock, sslcontext=None,
-                       server=None, backlog=100,
-                       ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
-                       ssl_shutdown_timeout=getattr(constants, 'SSL_SHUTDOWN_TIMEOUT', None)):
-        self._reactor.listen(sock, protocol_factory, sslcontext, server, backlog,
-                             ssl_handshake_timeout, ssl_shutdown_timeout)
+    def _accept_connection(self, protocol_factory, sock, sslcontext=None,
+                           server=None, backlog=100, *args):
+        """asyncio's accept handler, but a plain connection gets its native
+        transport at once instead of through a Task per connection.
 
-    def _stop_serving(self, sock):
-        if self._reactor is not None:
-            self._reactor.unlisten(sock)
-        # asyncio's own: closes the socket (and on 3.13+ unlinks a Unix
-        # socket's file); its _remove_reader finds nothing to remove.
-        super()._stop_serving(sock)
+        Accepting stays on the loop thread, as in asyncio and uvloop: the
+        server side then exists in the same iteration as in asyncio (servers'
+        wait_closed(), tests and shutdown logic count on that), for one
+        accept4 + fcntl + epoll_ctl per connection. The pollers do the I/O."""
+        if sslcontext:
+            return super()._accept_connection(
+                protocol_factory, sock, sslcontext, server, backlog, *args)
+        for _ in range(backlog):
+            try:
+                conn, addr = sock.accept()
+                conn.setblocking(False)
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return None
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE,
+                                 errno.ENOBUFS, errno.ENOMEM):
+                    # asyncio's answer: log, stop accepting, retry later.
+                    self.call_exception_handler({
+                        'message': 'socket.accept() out of system resource',
+                        'exception': exc,
+                        'socket': trsock.TransportSocket(sock),
+                    })
+                    self._remove_reader(sock.fileno())
+                    self.call_later(constants.ACCEPT_RETRY_DELAY,
+                                    self._start_serving, protocol_factory,
+                                    sock, sslcontext, server, backlog, *args)
+                else:
+                    raise  # The event loop will catch, log and ignore it.
+            else:
+                self._reactor.accepts += 1
+                self._accept_native(protocol_factory, conn, addr, server)
+        return None
 
-    def _accept_native(self, conn, info, fd):
-        """Dispatch of an ACCEPTED record: protocol, transport, connection_made."""
-        lsock = info.sock
-        sock = socket.socket(lsock.family, lsock.type | _SOCK_NONBLOCK,
-                             lsock.proto, fileno=fd)
+    def _accept_native(self, protocol_factory, conn, addr, server):
         protocol = transport = None
         try:
-            protocol = info.protocol_factory()
-            if info.sslcontext:
-                waiter = self.create_future()
-                timeouts = {'ssl_handshake_timeout': info.ssl_handshake_timeout}
-                if info.ssl_shutdown_timeout is not None:
-                    timeouts['ssl_shutdown_timeout'] = info.ssl_shutdown_timeout
-                transport, app = self._make_native_ssl(
-                    sock, protocol, info.sslcontext, waiter, True, None, None,
-                    info.server, conn, timeouts)
-                self.create_task(self._ssl_accept_wait(waiter, app, protocol))
-            else:
-                transport = _NativeSocketTransport(
-                    self, sock, protocol, None, None, info.server, conn=conn)
-            return transport
+            protocol = protocol_factory()
+            transport = _NativeSocketTransport(
+                self, conn, protocol, None, {'peername': addr}, server)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
@@ -224,23 +225,7 @@ class Loop(asyncio.SelectorEventLoop):
             if transport is not None:
                 transport.abort()
             else:
-                sock.detach()
-                lib.np_conn_close(conn, 1)
-                lib.np_conn_release(conn)
-            return None
-
-    async def _ssl_accept_wait(self, waiter, app_transport, protocol):
-        try:
-            await waiter
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            app_transport.close()
-            if self._debug:
-                self.call_exception_handler({
-                    'message': 'Error on transport creation for incoming connection',
-                    'exception': exc, 'protocol': protocol,
-                    'transport': app_transport})
+                conn.close()
 
     # -- closing ----------------------------------------------------------
 

@@ -59,7 +59,7 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
     _sendfile_compatible = constants._SendfileMode.FALLBACK
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None,
-                 server=None, conn=None):
+                 server=None):
         super().__init__(extra, loop)
         self._extra['socket'] = trsock.TransportSocket(sock)
         try:
@@ -90,46 +90,20 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
             else:
                 self._server._attach()
         loop._transports[self._sock_fd] = self
-        if conn is None:
-            # An fd made by asyncio (create_connection & co): hand it over.
-            # (Accepted ones got TCP_NODELAY from the poller already.)
-            base_events._set_nodelay(sock)
-            err = ffi.new("int *")
-            conn = lib.np_conn_open(loop._reactor.r, self._sock_fd, err)
-            if conn == ffi.NULL:
-                raise OSError(err[0], os.strerror(err[0]))
-            self._conn = conn
-            self._cid = loop._reactor.add_transport(conn, self)
-            self._loop.call_soon(self._protocol.connection_made, self)
-            # only start reading when connection_made() has been called
-            self._loop.call_soon(self._add_reader)
-            if waiter is not None:
-                self._loop.call_soon(asyncio.futures._set_result_unless_cancelled,
-                                     waiter, None)
-        else:
-            # Accepted by a poller: reading is on already, and the dispatch
-            # that made us delivers data right after connection_made.
-            self._conn = conn
-            self._cid = loop._reactor.add_transport(conn, self)
-            self._call_connection_made()
-            if waiter is not None:
-                self._loop.call_soon(asyncio.futures._set_result_unless_cancelled,
-                                     waiter, None)
-
-    def _call_connection_made(self):
-        # What asyncio's call_soon(connection_made) would do, run now so no
-        # data can overtake it: an exception goes to the exception handler.
-        try:
-            self._protocol.connection_made(self)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._loop.call_exception_handler({
-                'message': f'Exception in callback {self._protocol.connection_made!r}',
-                'exception': exc,
-                'transport': self,
-                'protocol': self._protocol,
-            })
+        # Hand the fd to a poller, reading paused until connection_made ran.
+        base_events._set_nodelay(sock)
+        err = ffi.new("int *")
+        conn = lib.np_conn_open(loop._reactor.r, self._sock_fd, err)
+        if conn == ffi.NULL:
+            raise OSError(err[0], os.strerror(err[0]))
+        self._conn = conn
+        self._cid = loop._reactor.add_transport(conn, self)
+        self._loop.call_soon(self._protocol.connection_made, self)
+        # only start reading when connection_made() has been called
+        self._loop.call_soon(self._add_reader)
+        if waiter is not None:
+            self._loop.call_soon(asyncio.futures._set_result_unless_cancelled,
+                                 waiter, None)
 
     def __repr__(self):
         info = [self.__class__.__name__]
@@ -314,8 +288,8 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
 
     def _write_failed(self, n):
         if n == -lib.NP_ECLOSED:
-            # A poller closed it; the CLOSED record is on its way.
-            self._conn_lost += 1
+            # close() already flushed and a poller closed it; the CLOSED
+            # record is on its way. Data written after close() is dropped.
             return
         exc = OSError(-n, os.strerror(-n))
         if -n in (errno.EPIPE, errno.ECONNRESET):

@@ -172,8 +172,11 @@ int64_t np_conn_write(np_conn *c, const char *data, size_t len)
     int64_t ret;
     pthread_mutex_lock(&c->lock);
     if (atomic_load_explicit(&c->closed, memory_order_relaxed)) {
+        /* A poller closed it: on error, say which (the caller fails now, as
+         * asyncio's send() would); after a graceful close, just closed. */
+        int err = atomic_load(&c->err);
         pthread_mutex_unlock(&c->lock);
-        return -NP_ECLOSED;
+        return err ? -(int64_t)err : -NP_ECLOSED;
     }
     size_t sent = 0;
     if (!c->armed && np_lb_len(&c->out) == 0) {

@@ -40,8 +40,8 @@ void np_mcache_free(void *p, size_t cap);          /* any thread */
 
 /* ---- process-wide live counters (np_native_counters) ------------------- */
 
-enum { NP_CNT_CONNS, NP_CNT_LISTENERS, NP_CNT_NODES, NP_CNT_REACTORS,
-       NP_CNT_THREADS, NP_CNT_NODE_BYTES };
+enum { NP_CNT_CONNS, NP_CNT_NODES, NP_CNT_REACTORS, NP_CNT_THREADS,
+       NP_CNT_NODE_BYTES };
 extern _Atomic int64_t np_counters[NP_GLOBAL_COUNTERS];
 #define NP_COUNT(i, d) atomic_fetch_add_explicit(&np_counters[i], (d), memory_order_relaxed)
 
@@ -80,7 +80,7 @@ void np_lb_skip(np_linkbuffer *b, size_t n);          /* consumer: skip + releas
 
 /* ---- the objects -------------------------------------------------------- */
 
-enum { NP_KIND_CONN = 1, NP_KIND_LISTENER = 2, NP_KIND_WAKE = 3 };
+enum { NP_KIND_CONN = 1, NP_KIND_WAKE = 2 };
 
 typedef struct np_poller np_poller;
 
@@ -95,7 +95,6 @@ struct np_conn {
     int fd;
     np_reactor *reactor;
     np_poller *poller;             /* owner, fixed at registration */
-    uint64_t lid;                  /* listener id (accepted conns) */
     uint64_t id;                   /* unique, never reused (records carry it) */
     _Atomic int refs;
 
@@ -125,22 +124,8 @@ struct np_conn {
     struct np_conn *all_prev, *all_next; /* [reactor alock] */
 };
 
-struct np_listener {
-    np_obj obj;                    /* kind == NP_KIND_LISTENER; must be first */
-    int fd;
-    uint64_t lid;
-    int nodelay;
-    int batch;
-    np_reactor *reactor;
-    np_poller *poller;
-    pthread_mutex_t lock;          /* held by the poller while it accepts */
-    int closed;                    /* [lock] */
-    int64_t retry_at_ms;           /* [lock] EMFILE backoff: re-arm at this time */
-    struct np_listener *all_prev, *all_next; /* [reactor alock] */
-};
-
 enum { NP_PS_CONNS, NP_PS_EVENTS, NP_PS_BYTES_READ, NP_PS_BYTES_WRITTEN,
-       NP_PS_WAKEUPS, NP_PS_ACCEPTS, NP_PS_READS, NP_PS_WRITES };
+       NP_PS_WAKEUPS, NP_PS_READS, NP_PS_WRITES };
 
 struct np_poller {
     np_obj wake;                   /* kind == NP_KIND_WAKE: epoll data of efd */
@@ -154,7 +139,6 @@ struct np_poller {
     pthread_mutex_t rlock;         /* guards release list */
     np_obj *release;
     _Atomic int64_t stats[NP_POLLER_STATS];
-    int has_retry;                 /* [poller] a listener waits for backoff */
 };
 
 enum { NP_RS_DRAINS, NP_RS_COMPLETIONS, NP_RS_LOOP_WAKEUPS, NP_RS_DIRECT_WRITES,
@@ -176,7 +160,6 @@ struct np_reactor {
 
     pthread_mutex_t alock;         /* every live object, for teardown */
     np_conn *all_conns;
-    np_listener *all_listeners;
 
     _Atomic int64_t stats[NP_REACTOR_STATS];
 };
@@ -198,12 +181,6 @@ void np_conn_poller_close(np_conn *c);                 /* under c->lock */
 int np_conn_flush_locked(np_conn *c);                  /* under c->lock */
 void np_conn_register(np_conn *c, np_poller *p);       /* any thread */
 
-/* ---- listener.c --------------------------------------------------------- */
-
-void np_listener_accept(np_listener *l);               /* owning poller */
-int np_listener_retry(np_poller *p);                   /* owning poller */
-void np_listener_free(np_listener *l);                 /* no other user left */
-
 /* ---- poller_epoll.c ----------------------------------------------------- */
 
 int np_poller_start(np_poller *p, np_reactor *r, int index);
@@ -211,6 +188,5 @@ void np_poller_stop(np_poller *p);                     /* loop: stop + join */
 void np_poller_destroy(np_poller *p);
 void np_poller_wake(np_poller *p);                     /* any thread */
 void np_poller_release(np_poller *p, np_obj *o);       /* any thread */
-int64_t np_now_ms(void);
 
 #endif

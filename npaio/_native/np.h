@@ -5,14 +5,14 @@
  * says otherwise; the poller threads never call into Python.
  *
  * Life of a connection, as the loop sees it:
- *   np_conn_open()/ACCEPTED record -> np_conn_write()/pause/resume/...
+ *   np_conn_open() (the loop accepted or connected the socket)
+ *   -> np_conn_write()/pause/resume/...
  *   -> np_conn_close() (or a CLOSED record from a poller)
  *   -> np_conn_release() once, after connection_lost: the C side frees the
  *      struct and closes the fd later, on its own schedule.
  */
 
 /* Completion record flags (np_record.flags). */
-#define NP_EV_ACCEPTED 1
 #define NP_EV_READ 2
 #define NP_EV_EOF 4
 #define NP_EV_ERROR 8
@@ -25,30 +25,26 @@
 #define NP_LB_RANDOM 1
 #define NP_LB_LEAST_CONN 2
 
-/* np_conn_write() returns -NP_ECLOSED: a poller already closed the connection. */
+/* np_conn_write() returns -NP_ECLOSED: a poller already closed the connection
+ * gracefully (a close() flushed); after an error it returns -errno. */
 #define NP_ECLOSED 100000
 
 /* Number of uint64 counters np_reactor_stats() writes per poller and for the
  * reactor itself, and np_native_counters() in total. */
-#define NP_POLLER_STATS 8
+#define NP_POLLER_STATS 7
 #define NP_REACTOR_STATS 8
-#define NP_GLOBAL_COUNTERS 6
+#define NP_GLOBAL_COUNTERS 5
 
 typedef struct np_reactor np_reactor;
 typedef struct np_conn np_conn;
-typedef struct np_listener np_listener;
 
-/* One completion, 48 bytes, read by Python with struct '=QQQIiIIii'. */
+/* One completion, 24 bytes, read by Python with struct '=QIiII'. */
 typedef struct np_record {
     uint64_t id;        /* the connection's id: unique for the process's life */
-    uint64_t conn;      /* np_conn address (valid while the loop holds it) */
-    uint64_t lid;       /* listener id, for NP_EV_ACCEPTED */
     uint32_t flags;     /* NP_EV_* */
     int32_t err;        /* errno, for NP_EV_ERROR */
     uint32_t off;       /* data offset in the drain arena */
     uint32_t len;       /* data length (0: no data) */
-    int32_t fd;         /* the socket, for NP_EV_ACCEPTED */
-    int32_t pad;
 } np_record;
 
 np_reactor *np_reactor_new(int pollers, int balance, int *err);
@@ -60,10 +56,6 @@ int np_reactor_drain(np_reactor *r, np_record *recs, int maxrecs,
                      char *arena, uint32_t arena_cap, int efd_ready);
 int np_reactor_stats(np_reactor *r, uint64_t *out, int cap);
 void np_native_counters(uint64_t *out);
-
-np_listener *np_listen(np_reactor *r, int fd, uint64_t lid, int nodelay,
-                       int batch, int *err);
-void np_listener_close(np_listener *l);
 
 np_conn *np_conn_open(np_reactor *r, int fd, int *err);
 uint64_t np_conn_id(np_conn *c);

@@ -1,4 +1,4 @@
-/* poller_epoll.c -- one poller thread: epoll_wait, accept, read, write.
+/* poller_epoll.c -- one poller thread: epoll_wait, read, write.
  *
  * Some facts about epoll this file relies on:
  *  - epoll_ctl may be called from any thread while another thread sits in
@@ -21,7 +21,6 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -34,13 +33,6 @@
 #define NP_READ_BUDGET (256u * 1024u)
 #define NP_IN_HWM (256u * 1024u)
 
-
-int64_t np_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 void np_poller_wake(np_poller *p)
 {
@@ -69,22 +61,23 @@ static void process_release(np_poller *p)
     pthread_mutex_unlock(&p->rlock);
     while (o) {
         np_obj *next = o->release_next;
-        if (o->kind == NP_KIND_CONN)
-            np_conn_unref((np_conn *)o);
-        else
-            np_listener_free((np_listener *)o);
+        np_conn_unref((np_conn *)o);
         o = next;
     }
 }
 
+/* The errno is stored before `closed`, both under the lock: a writer that
+ * finds the connection closed also finds why (np_conn_write returns it). */
 static void on_error(np_conn *c, int err, uint32_t extra)
 {
     pthread_mutex_lock(&c->lock);
     int was = atomic_load(&c->closed);
+    if (!was)
+        atomic_store(&c->err, err);
     np_conn_poller_close(c);
     pthread_mutex_unlock(&c->lock);
     if (!was)
-        np_post(c, NP_EV_ERROR | NP_EV_CLOSED | extra, err);
+        np_post(c, NP_EV_ERROR | NP_EV_CLOSED | extra, 0);
 }
 
 static void on_readable(np_poller *p, np_conn *c)
@@ -224,8 +217,7 @@ static void *poller_main(void *arg)
     pthread_sigmask(SIG_BLOCK, &all, NULL);
     while (!atomic_load(&p->stop)) {
         process_release(p);
-        int timeout = p->has_retry ? np_listener_retry(p) : -1;
-        int n = epoll_wait(p->epfd, evs, NP_EVENTS, timeout);
+        int n = epoll_wait(p->epfd, evs, NP_EVENTS, -1);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -239,8 +231,6 @@ static void *poller_main(void *arg)
                 uint64_t v;
                 ssize_t rd = read(p->efd, &v, sizeof(v));
                 (void)rd;
-            } else if (o->kind == NP_KIND_LISTENER) {
-                np_listener_accept((np_listener *)o);
             } else {
                 on_conn_event(p, (np_conn *)o, evs[i].events);
             }

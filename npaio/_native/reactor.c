@@ -130,8 +130,6 @@ void np_reactor_free(np_reactor *r)
         atomic_store(&c->refs, 1);
         np_conn_unref(c);
     }
-    while (r->all_listeners)
-        np_listener_free(r->all_listeners);
     for (int i = 0; i < r->npollers; i++)
         np_poller_destroy(&r->pollers[i]);
     free(r->pollers);
@@ -289,9 +287,6 @@ int np_reactor_drain(np_reactor *r, np_record *recs, int maxrecs,
         }
         np_record *rec = &recs[k];
         rec->id = c->id;
-        rec->conn = (uint64_t)(uintptr_t)c;
-        rec->lid = c->lid;
-        rec->fd = c->fd;
         rec->err = (f & NP_EV_ERROR) ? atomic_load(&c->err) : 0;
         rec->off = used;
         rec->len = 0;
