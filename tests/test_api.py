@@ -4,6 +4,7 @@ native_counters."""
 
 import asyncio
 import functools
+import re
 import sys
 import warnings
 
@@ -351,3 +352,15 @@ def test_stats_connections_and_balance(loop, run, npaio_only):
     assert st["loop"]["accepts"] == n
     if len(conns) > 1:
         assert all(c > 0 for c in conns), conns
+
+
+def test_loop_fixture_kind(loop, loop_kind, is_npaio):
+    """The parametrised fixture really gives the loop it claims."""
+    assert isinstance(loop, asyncio.SelectorEventLoop)
+    if not is_npaio:
+        assert type(loop) is asyncio.SelectorEventLoop
+        return
+    import npaio
+    assert isinstance(loop, npaio.Loop)
+    m = re.search(r"-p(\d+)", loop_kind)
+    assert len(loop.get_stats()["pollers"]) == int(m.group(1))

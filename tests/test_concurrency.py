@@ -53,12 +53,12 @@ class BufferedCountingEcho(asyncio.BufferedProtocol):
 
 
 def make_sizes(n, rng):
-    """Mostly small payloads, ~6% large ones up to 1 MiB, at least one
+    """Mostly small payloads, ~15% large ones up to 1 MiB, at least one
     exactly 1 MiB."""
     sizes = []
     for i in range(n):
         r = rng.random()
-        if r < 0.06:
+        if r < 0.15:
             sizes.append(rng.randint(64 * 1024, 1 << 20))
         elif r < 0.3:
             sizes.append(rng.randint(4096, 32 * 1024))

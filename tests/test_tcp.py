@@ -818,3 +818,46 @@ def test_set_protocol_switches_delivery(loop, run):
         await server.wait_closed()
 
     run(loop, main())
+
+
+def test_loop_sendfile_over_transport(loop, run):
+    """loop.sendfile(transport, file) sends the whole file (natively or by
+    the read/write fallback) and returns the byte count."""
+    data = payload(3 * 1024 * 1024 + 5, seed=99)
+    fd, fname = tempfile.mkstemp()
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+    async def main():
+        got = bytearray()
+        done = loop.create_future()
+
+        class Sink(asyncio.Protocol):
+            def data_received(self, d):
+                got.extend(d)
+
+            def eof_received(self):
+                done.set_result(None)
+
+        server = await loop.create_server(Sink, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        tr, proto = await loop.create_connection(
+            lambda: Collector(loop), "127.0.0.1", port)
+        with open(fname, "rb") as f:
+            tr.write(b"head:")
+            n = await loop.sendfile(tr, f, offset=10, count=len(data) - 20)
+            assert n == len(data) - 20
+            assert f.tell() == len(data) - 10
+        tr.write(b":tail")
+        tr.write_eof()
+        await done
+        assert bytes(got) == b"head:" + data[10:-10] + b":tail"
+        tr.close()
+        await proto.lost
+        server.close()
+        await server.wait_closed()
+
+    try:
+        run(loop, main(), timeout=40)
+    finally:
+        os.unlink(fname)
