@@ -22,7 +22,7 @@ class Server:
         else:
             cmd = [sys.executable, os.path.join(HERE, "servers", workload.server + ".py"),
                    "--loop", variant.loop, "--port", str(port), "--stats-file", self.stats_file]
-            if variant.pollers:
+            if variant.pollers is not None:
                 cmd += ["--pollers", str(variant.pollers)]
             if variant.balance:
                 cmd += ["--balance", variant.balance]

@@ -41,20 +41,23 @@ def size_label(n):
     return f"{n // 1024}KiB" if n >= 1024 else f"{n}B"
 
 
+NPAIO_INLINE = npaio_variant(0)          # pollers=0: the loop thread polls
+
+
 def echo(server, size, conns, depth=1, variants=None, pinned=True, tag=""):
     name = f"{server} {size_label(size)} c{conns}" + (f" d{depth}" if depth > 1 else "")
-    base = [ASYNCIO, UVLOOP, NPAIO] + ([C_EPOLL] if server == "echo_protocol" else [])
+    base = [ASYNCIO, UVLOOP, NPAIO, NPAIO_INLINE] + ([C_EPOLL] if server == "echo_protocol" else [])
     return Workload(tag + name, server, conns, size, depth, variants or base, pinned)
 
 
 def http(server, conns, depth=1, variants=None, pinned=True, tag=""):
     name = f"{server} c{conns}" + (f" d{depth}" if depth > 1 else "")
     return Workload(tag + name, server, conns, 0, depth,
-                    variants or [ASYNCIO, UVLOOP, NPAIO], pinned)
+                    variants or [ASYNCIO, UVLOOP, NPAIO, NPAIO_INLINE], pinned)
 
 
 def quick():
-    unpinned = [ASYNCIO, UVLOOP, NPAIO, npaio_variant(2)]
+    unpinned = [ASYNCIO, UVLOOP, NPAIO, NPAIO_INLINE, npaio_variant(2)]
     return [
         echo("echo_protocol", 1024, 10),
         echo("echo_streams", 1024, 10),

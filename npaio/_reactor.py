@@ -68,7 +68,8 @@ class Reactor:
         self.r = r
         self.pid = os.getpid()
         self.efd = lib.np_reactor_efd(r)
-        self.pollers = pollers
+        self.pollers = pollers                  # as asked (0: inline)
+        self.npollers = lib.np_reactor_npollers(r)  # poller rounds with stats
         self.balance = balance
         self._records = ffi.new('np_record[]', _MAX_RECORDS)
         self._records_buf = ffi.buffer(self._records)
@@ -131,7 +132,7 @@ class Reactor:
 
     def stats(self):
         per = len(_POLLER_STATS)
-        cap = len(_REACTOR_STATS) + per * self.pollers
+        cap = len(_REACTOR_STATS) + per * self.npollers
         out = ffi.new('uint64_t[]', cap)
         lib.np_reactor_stats(self.r, out, cap)
         vals = [int(out[i]) for i in range(cap)]
@@ -140,11 +141,12 @@ class Reactor:
         loop['completions_per_drain'] = (
             loop['completions'] / loop['drains'] if loop['drains'] else 0.0)
         pollers = []
-        for p in range(self.pollers):
+        for p in range(self.npollers):
             base = len(_REACTOR_STATS) + p * per
             pollers.append(dict(zip(_POLLER_STATS, vals[base:base + per])))
         return {'pollers': pollers, 'loop': loop,
-                'config': {'pollers': self.pollers, 'load_balance': self.balance}}
+                'config': {'pollers': self.pollers, 'inline': self.pollers == 0,
+                           'load_balance': self.balance}}
 
     def close(self):
         """Stop the pollers and free every native object.

@@ -44,13 +44,14 @@ def _check_options(pollers, load_balance):
                 pollers = int(env)
             except ValueError:
                 raise ValueError(
-                    f'NPAIO_POLLERS must be an integer >= 1, got {env!r}') from None
+                    f'NPAIO_POLLERS must be an integer >= 0, got {env!r}') from None
         else:
             pollers = 1
     elif isinstance(pollers, bool) or not isinstance(pollers, int):
         raise TypeError(f'pollers must be an int, not {type(pollers).__name__}')
-    if not 1 <= pollers <= _MAX_POLLERS:
-        raise ValueError(f'pollers must be between 1 and {_MAX_POLLERS}, got {pollers}')
+    if not 0 <= pollers <= _MAX_POLLERS:
+        raise ValueError(f'pollers must be between 0 (inline) and {_MAX_POLLERS}, '
+                         f'got {pollers}')
     if load_balance is None:
         load_balance = os.environ.get('NPAIO_LOAD_BALANCE', '').strip() or 'round_robin'
     elif not isinstance(load_balance, str):
@@ -110,7 +111,8 @@ class _ForkedSelector:
 class Loop(asyncio.SelectorEventLoop):
     """An asyncio event loop whose stream sockets run on native poller threads.
 
-    Options: ``pollers`` (int >= 1; default: env NPAIO_POLLERS, else 1) and
+    Options: ``pollers`` (int >= 0; 0 runs the reactor inline on the loop
+    thread, no poller threads; default: env NPAIO_POLLERS, else 1) and
     ``load_balance`` ('round_robin', 'random' or 'least_connections'; default:
     env NPAIO_LOAD_BALANCE, else round_robin).
     """

@@ -57,6 +57,7 @@ HANG_TIMEOUT = float(os.environ.get("NPAIO_TEST_HANG_TIMEOUT", "120"))
 # id -> options for npaio.new_event_loop (None means stock asyncio)
 LOOP_CONFIGS = {
     "asyncio": None,
+    "npaio-p0-inline": {"pollers": 0},
     "npaio-p1": {"pollers": 1},
     "npaio-p3-rr": {"pollers": 3, "load_balance": "round_robin"},
     "npaio-p2-random": {"pollers": 2, "load_balance": "random"},

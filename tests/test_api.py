@@ -22,10 +22,22 @@ def _close(loop):
 # --------------------------------------------------------------------------
 # constructor
 
-@pytest.mark.parametrize("pollers", [0, -1])
-def test_pollers_must_be_positive(npaio_mod, leak_guard, pollers):
+@pytest.mark.parametrize("pollers", [-1, 257])
+def test_pollers_out_of_range(npaio_mod, leak_guard, pollers):
     with pytest.raises(ValueError):
         npaio_mod.new_event_loop(pollers=pollers)
+
+
+def test_pollers_zero_is_inline(npaio_mod, leak_guard):
+    before = npaio_mod.native_counters()["threads"]
+    loop = npaio_mod.new_event_loop(pollers=0)
+    try:
+        st = loop.get_stats()
+        assert st["config"]["inline"] is True
+        assert len(st["pollers"]) == 1          # one poller round, on the loop thread
+        assert npaio_mod.native_counters()["threads"] == before
+    finally:
+        _close(loop)
 
 
 @pytest.mark.parametrize("pollers", ["x", "2", 1.5, b"1"])
@@ -363,4 +375,5 @@ def test_loop_fixture_kind(loop, loop_kind, is_npaio):
     import npaio
     assert isinstance(loop, npaio.Loop)
     m = re.search(r"-p(\d+)", loop_kind)
-    assert len(loop.get_stats()["pollers"]) == int(m.group(1))
+    # pollers=0 is inline mode: one poller round run by the loop thread
+    assert len(loop.get_stats()["pollers"]) == max(1, int(m.group(1)))

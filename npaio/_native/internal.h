@@ -146,6 +146,7 @@ enum { NP_RS_DRAINS, NP_RS_COMPLETIONS, NP_RS_LOOP_WAKEUPS, NP_RS_DIRECT_WRITES,
 
 struct np_reactor {
     pid_t pid;                     /* the process that started the pollers */
+    int inline_;                   /* pollers=0: the loop thread polls */
     int npollers;
     int balance;
     np_poller *pollers;
@@ -183,7 +184,8 @@ void np_conn_register(np_conn *c, np_poller *p);       /* any thread */
 
 /* ---- poller_epoll.c ----------------------------------------------------- */
 
-int np_poller_start(np_poller *p, np_reactor *r, int index);
+int np_poller_start(np_poller *p, np_reactor *r, int index, int thread);
+int np_poller_run(np_poller *p, int timeout);            /* its thread, or inline */
 void np_poller_stop(np_poller *p);                     /* loop: stop + join */
 void np_poller_destroy(np_poller *p);
 void np_poller_wake(np_poller *p);                     /* any thread */

@@ -1,4 +1,7 @@
-/* poller_epoll.c -- one poller thread: epoll_wait, read, write.
+/* poller_epoll.c -- one poller: epoll_wait, read, write.
+ *
+ * A poller is a thread of its own, or (inline mode, pollers=0) a round run
+ * by the loop thread inside its drain: the same code either way.
  *
  * Some facts about epoll this file relies on:
  *  - epoll_ctl may be called from any thread while another thread sits in
@@ -208,38 +211,44 @@ static void on_conn_event(np_poller *p, np_conn *c, uint32_t ev)
         on_writable(c);
 }
 
+/* One round: free what the loop released, wait up to `timeout` ms, handle
+ * the batch. Run by the poller thread, or by the loop thread itself in inline
+ * mode (pollers=0), where the loop's selector watches epfd instead. */
+int np_poller_run(np_poller *p, int timeout)
+{
+    struct epoll_event evs[NP_EVENTS];
+    process_release(p);
+    int n = epoll_wait(p->epfd, evs, NP_EVENTS, timeout);
+    if (n <= 0)
+        return n;
+    NP_STAT(p->stats, NP_PS_WAKEUPS, 1);
+    NP_STAT(p->stats, NP_PS_EVENTS, n);
+    for (int i = 0; i < n; i++) {
+        np_obj *o = evs[i].data.ptr;
+        if (o->kind == NP_KIND_WAKE) {
+            uint64_t v;
+            ssize_t rd = read(p->efd, &v, sizeof(v));
+            (void)rd;
+        } else {
+            on_conn_event(p, (np_conn *)o, evs[i].events);
+        }
+    }
+    return n;
+}
+
 static void *poller_main(void *arg)
 {
     np_poller *p = arg;
-    struct epoll_event evs[NP_EVENTS];
     sigset_t all;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
-    while (!atomic_load(&p->stop)) {
-        process_release(p);
-        int n = epoll_wait(p->epfd, evs, NP_EVENTS, -1);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
+    while (!atomic_load(&p->stop))
+        if (np_poller_run(p, -1) < 0 && errno != EINTR)
             break;
-        }
-        NP_STAT(p->stats, NP_PS_WAKEUPS, 1);
-        NP_STAT(p->stats, NP_PS_EVENTS, n);
-        for (int i = 0; i < n; i++) {
-            np_obj *o = evs[i].data.ptr;
-            if (o->kind == NP_KIND_WAKE) {
-                uint64_t v;
-                ssize_t rd = read(p->efd, &v, sizeof(v));
-                (void)rd;
-            } else {
-                on_conn_event(p, (np_conn *)o, evs[i].events);
-            }
-        }
-    }
     return NULL;
 }
 
-int np_poller_start(np_poller *p, np_reactor *r, int index)
+int np_poller_start(np_poller *p, np_reactor *r, int index, int thread)
 {
     p->wake.kind = NP_KIND_WAKE;
     p->index = index;
@@ -252,6 +261,8 @@ int np_poller_start(np_poller *p, np_reactor *r, int index)
     struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &p->wake };
     if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->efd, &ev) < 0)
         return errno;
+    if (!thread)
+        return 0;
     /* Block every signal while creating the thread so it inherits the mask
      * from its first instruction (the loop thread handles signals). */
     sigset_t all, old;

@@ -14,6 +14,10 @@
  * something exchanges `sleeping` to 0 and writes the eventfd only if it was 1.
  * Both sides use seq_cst, so either the loop sees the queued connection or the
  * poller sees it asleep. A busy loop never sleeps and gets no eventfd writes.
+ *
+ * Inline mode (pollers=0): no poller thread. The loop's selector watches the
+ * poller's epoll fd and each drain first runs one poller round with timeout 0
+ * on the loop thread: no eventfd, no thread switch, the same C code.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -32,7 +36,7 @@
 np_reactor *np_reactor_new(int npollers, int balance, int *err)
 {
     *err = 0;
-    if (npollers < 1 || npollers > 256 || balance < 0 || balance > 2) {
+    if (npollers < 0 || npollers > 256 || balance < 0 || balance > 2) {
         *err = EINVAL;
         return NULL;
     }
@@ -42,6 +46,9 @@ np_reactor *np_reactor_new(int npollers, int balance, int *err)
         return NULL;
     }
     r->pid = getpid();
+    r->inline_ = npollers == 0;
+    if (r->inline_)
+        npollers = 1;               /* one poller, run by the loop thread */
     r->npollers = npollers;
     r->balance = balance;
     atomic_init(&r->seed, 0x9E3779B97F4A7C15ull ^ (uint64_t)(uintptr_t)r);
@@ -55,7 +62,7 @@ np_reactor *np_reactor_new(int npollers, int balance, int *err)
     }
     NP_COUNT(NP_CNT_REACTORS, 1);
     for (int i = 0; i < npollers; i++) {
-        *err = np_poller_start(&r->pollers[i], r, i);
+        *err = np_poller_start(&r->pollers[i], r, i, !r->inline_);
         if (*err) {
             np_reactor_free(r);
             return NULL;
@@ -140,7 +147,9 @@ void np_reactor_free(np_reactor *r)
     free(r);
 }
 
-int np_reactor_efd(np_reactor *r) { return r->efd; }
+/* The fd the loop's selector watches: the completion eventfd, or in inline
+ * mode the poller's epoll fd itself (readable while it has events). */
+int np_reactor_efd(np_reactor *r) { return r->inline_ ? r->pollers[0].epfd : r->efd; }
 int np_reactor_npollers(np_reactor *r) { return r->npollers; }
 
 np_poller *np_balance(np_reactor *r)
@@ -195,7 +204,7 @@ void np_post(np_conn *c, uint32_t flags, int err)
         queued_now = 1;
     }
     pthread_mutex_unlock(&r->qlock);
-    if (queued_now && atomic_exchange(&r->sleeping, 0)) {
+    if (queued_now && !r->inline_ && atomic_exchange(&r->sleeping, 0)) {
         uint64_t one = 1;
         NP_STAT(r->stats, NP_RS_LOOP_WAKEUPS, 1);
         ssize_t w = write(r->efd, &one, sizeof(one));
@@ -268,7 +277,9 @@ int np_reactor_drain(np_reactor *r, np_record *recs, int maxrecs,
                      char *arena, uint32_t arena_cap, int efd_ready)
 {
     atomic_store(&r->sleeping, 0);
-    if (efd_ready) {
+    if (r->inline_) {
+        np_poller_run(&r->pollers[0], 0);
+    } else if (efd_ready) {
         uint64_t v;
         ssize_t n = read(r->efd, &v, sizeof(v));
         (void)n;
