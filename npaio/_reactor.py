@@ -74,7 +74,8 @@ class Reactor:
         self._records = ffi.new('np_record[]', _MAX_RECORDS)
         self._records_buf = ffi.buffer(self._records)
         self._arena = ffi.new('char[]', _ARENA_SIZE)
-        self._arena_view = memoryview(ffi.buffer(self._arena))
+        # Slicing a cffi buffer gives bytes in one step (no memoryview).
+        self._arena_buf = ffi.buffer(self._arena)
         self._transports = {}          # connection id -> transport
         self._pending = 0              # records drained, not yet dispatched
         self.accepts = 0               # connections the loop accepted
@@ -106,7 +107,7 @@ class Reactor:
         n, self._pending = self._pending, 0
         if not n:
             return
-        arena = self._arena_view
+        arena = self._arena_buf
         transports = self._transports
         for cid, flags, err, off, ln in _RECORD.iter_unpack(
                 self._records_buf[:n * _RECORD.size]):

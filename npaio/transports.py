@@ -179,13 +179,22 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
         lib.np_conn_resume_reading(self._conn)
 
     def _on_data(self, data):
-        """Dispatch: `data` (bytes, or a memoryview valid for this call only)."""
+        """Dispatch: `data` (bytes) drained for this transport."""
         if self._closing:
             return
         if self._paused or self._held:
-            self._held.append(bytes(data))
-            return
-        self._deliver(data)
+            self._held.append(data)
+        elif self._read_mode == _SIMPLE:
+            # _data_received, inlined: this is the hot path of every read.
+            try:
+                self._protocol.data_received(data)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(
+                    exc, 'Fatal error: protocol.data_received() call failed.')
+        else:
+            self._buffer_received(data)
 
     def _deliver(self, data):
         if self._read_mode == _SIMPLE:
@@ -194,8 +203,6 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
             self._buffer_received(data)
 
     def _data_received(self, data):
-        if type(data) is not bytes:
-            data = bytes(data)
         try:
             self._protocol.data_received(data)
         except (SystemExit, KeyboardInterrupt):
@@ -259,6 +266,15 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
     # -- writing ----------------------------------------------------------
 
     def write(self, data):
+        if (type(data) is bytes and data and not self._conn_lost
+                and not self._eof and self._empty_waiter is None):
+            # The likely case first: one cffi call (it tries send() at once).
+            n = lib.np_conn_write(self._conn, data, len(data))
+            if n > self._high_water:
+                self._maybe_pause_protocol()
+            elif n < 0:
+                self._write_failed(n)
+            return
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f'data argument must be a bytes-like object, '
                             f'not {type(data).__name__!r}')
