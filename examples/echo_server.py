@@ -33,9 +33,11 @@ async def main(args):
     loop = asyncio.get_running_loop()
     server = await loop.create_server(Echo, args.host, args.port)
     port = server.sockets[0].getsockname()[1]
+    cfg = loop.get_stats()['config']
+    mode = 'inline' if cfg['inline'] else f"{cfg['pollers']} poller thread(s)"
     print(f'npaio echo server on {args.host}:{port} '
-          f'({type(loop).__module__}.{type(loop).__name__}, '
-          f'{len(loop.get_stats()["pollers"])} poller(s))', flush=True)
+          f'({type(loop).__module__}.{type(loop).__name__}, {mode}, '
+          f"{cfg['load_balance']})", flush=True)
     async with server:
         if args.self_test:
             await self_test(port)

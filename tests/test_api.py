@@ -77,11 +77,14 @@ def test_loop_is_a_selector_event_loop(npaio_mod, leak_guard):
     loop.close()  # closing twice is fine, as in asyncio
 
 
-def test_default_pollers_is_one(npaio_mod, leak_guard, monkeypatch):
+def test_default_is_inline(npaio_mod, leak_guard, monkeypatch):
     monkeypatch.delenv("NPAIO_POLLERS", raising=False)
+    threads = npaio_mod.native_counters()["threads"]
     loop = npaio_mod.new_event_loop()
     try:
-        assert len(loop.get_stats()["pollers"]) == 1
+        cfg = loop.get_stats()["config"]
+        assert cfg["pollers"] == 0 and cfg["inline"] is True
+        assert npaio_mod.native_counters()["threads"] == threads
     finally:
         _close(loop)
 

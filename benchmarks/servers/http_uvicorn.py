@@ -45,7 +45,7 @@ async def app(scope, receive, send):
 def loop_option(args):
     if args.loop != "npaio":
         return args.loop
-    if args.pollers:
+    if args.pollers is not None:
         os.environ["NPAIO_POLLERS"] = str(args.pollers)
     if args.balance:
         os.environ["NPAIO_BALANCE"] = args.balance

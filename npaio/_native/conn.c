@@ -298,6 +298,13 @@ void np_conn_release(np_conn *c)
     c->loop_closed = 1;
     pthread_mutex_lock(&c->lock);
     np_conn_poller_close(c);
+    if (c->reactor->inline_ && c->fd >= 0) {
+        /* Inline mode: no other thread ever uses the fd, so close it now, as
+         * asyncio closes its socket in _call_connection_lost (a peer waiting
+         * for EOF must not wait for the loop's next round). */
+        close(c->fd);
+        c->fd = -1;
+    }
     pthread_mutex_unlock(&c->lock);
     np_poller_release(c->poller, &c->obj);
 }
