@@ -83,6 +83,10 @@ def main():
         md += ["## Unpinned: server and load generator both on cores 0,1", "", unpinned, ""]
     md += ["## Charts", ""] + [f"![{os.path.basename(c)}](charts/{os.path.basename(c)})"
                                for c in chart_paths] + [""]
+    attempts = os.path.join(HERE, "ATTEMPTS.md")   # the hand-kept log of tries
+    if os.path.exists(attempts):
+        with open(attempts) as f:
+            md += [f.read()]
     text = "\n".join(md)
     with open(a.output, "w") as f:
         f.write(text)
