@@ -66,7 +66,6 @@ class Reactor:
             raise OSError(err[0], 'npaio: cannot start the reactor: '
                           + os.strerror(err[0]))
         self.r = r
-        self.pid = os.getpid()
         self.efd = lib.np_reactor_efd(r)
         self.pollers = pollers                  # as asked (0: inline)
         self.npollers = lib.np_reactor_npollers(r)  # poller rounds with stats

@@ -53,8 +53,6 @@ _ATTACH_WITH_TRANSPORT = _server_attach_takes_transport()
 class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport):
     """A TCP or Unix stream transport whose I/O runs on a poller thread."""
 
-    max_size = 256 * 1024   # like selector_events: the most one read hands over
-
     _start_tls_compatible = True
     _sendfile_compatible = constants._SendfileMode.FALLBACK
 
@@ -73,7 +71,6 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
                 self._extra['peername'] = None
         self._sock = sock
         self._sock_fd = sock.fileno()
-        self._protocol_connected = False
         self.set_protocol(protocol)
         self._server = server
         self._conn_lost = 0
@@ -125,7 +122,6 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
         else:
             self._read_mode = _SIMPLE
         self._protocol = protocol
-        self._protocol_connected = True
 
     def get_protocol(self):
         return self._protocol
@@ -184,17 +180,8 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
             return
         if self._paused or self._held:
             self._held.append(data)
-        elif self._read_mode == _SIMPLE:
-            # _data_received, inlined: this is the hot path of every read.
-            try:
-                self._protocol.data_received(data)
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._fatal_error(
-                    exc, 'Fatal error: protocol.data_received() call failed.')
         else:
-            self._buffer_received(data)
+            self._deliver(data)
 
     def _deliver(self, data):
         if self._read_mode == _SIMPLE:
@@ -395,8 +382,7 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
 
     def _call_connection_lost(self, exc):
         try:
-            if self._protocol_connected:
-                self._protocol.connection_lost(exc)
+            self._protocol.connection_lost(exc)
         finally:
             self._detach_native()
             self._protocol = None

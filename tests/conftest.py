@@ -31,7 +31,6 @@ import asyncio
 import faulthandler
 import gc
 import os
-import sys
 import time
 
 import pytest

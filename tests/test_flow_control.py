@@ -5,59 +5,31 @@ import asyncio
 import os
 import random
 import shutil
-import socket
 import tempfile
 
 import pytest
 
+from _protocols import Recorder
 
-class Peer(asyncio.Protocol):
-    """Generic protocol: records callbacks, collects data, optional flow
-    control recording."""
+
+class Peer(Recorder):
+    """Records callbacks, collects data, and records flow control."""
 
     def __init__(self, loop, registry=None, pause_in_data=False):
-        self.loop = loop
-        self.transport = None
-        self.events = []
-        self.data = bytearray()
+        super().__init__(loop, registry)
         self.data_while_paused = 0
-        self.made = loop.create_future()
-        self.lost = loop.create_future()
-        self.eof = loop.create_future()
         self.paused = False
         self.pause_sizes = []
         self.resume_sizes = []
         self.resumed = loop.create_future()
         self.pause_in_data = pause_in_data
-        self._want = None
-        if registry is not None:
-            registry.append(self)
-
-    # -- callbacks
-    def connection_made(self, transport):
-        self.events.append("made")
-        self.transport = transport
-        self.made.set_result(transport)
 
     def data_received(self, data):
-        self.events.append("data")
         if not self.transport.is_reading():
             self.data_while_paused += 1
-        self.data += data
+        super().data_received(data)
         if self.pause_in_data:
             self.transport.pause_reading()
-        self._check()
-
-    def eof_received(self):
-        self.events.append("eof")
-        self.eof.set_result(None)
-        self._check()
-
-    def connection_lost(self, exc):
-        self.events.append("lost")
-        if not self.lost.done():
-            self.lost.set_result(exc)
-        self._check()
 
     def pause_writing(self):
         self.events.append("pause_writing")
@@ -72,25 +44,6 @@ class Peer(asyncio.Protocol):
         self.resume_sizes.append(self.transport.get_write_buffer_size())
         if not self.resumed.done():
             self.resumed.set_result(None)
-
-    # -- helpers
-    def _check(self):
-        if self._want is None:
-            return
-        n, fut = self._want
-        if fut.done():
-            return
-        if len(self.data) >= n:
-            fut.set_result(None)
-        elif self.eof.done() or self.lost.done():
-            fut.set_exception(ConnectionError(
-                "ended after %d of %d bytes" % (len(self.data), n)))
-
-    async def wait_bytes(self, n):
-        fut = self.loop.create_future()
-        self._want = (n, fut)
-        self._check()
-        await fut
 
 
 async def tcp_pair(loop, client_kwargs=None, server_kwargs=None):

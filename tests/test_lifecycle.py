@@ -12,71 +12,7 @@ import tempfile
 
 import pytest
 
-
-class Rec(asyncio.Protocol):
-    """Records every callback in order."""
-
-    def __init__(self, loop, registry=None, eof_result=None, on_eof=None,
-                 on_made=None):
-        self.loop = loop
-        self.transport = None
-        self.events = []
-        self.data = bytearray()
-        self.eof_result = eof_result
-        self.on_eof = on_eof
-        self.on_made = on_made
-        self.made = loop.create_future()
-        self.eof = loop.create_future()
-        self.lost = loop.create_future()
-        self.lost_excs = []
-        self._want = None
-        if registry is not None:
-            registry.append(self)
-
-    def connection_made(self, transport):
-        self.events.append("made")
-        self.transport = transport
-        self.made.set_result(transport)
-        if self.on_made:
-            self.on_made(self)
-
-    def data_received(self, data):
-        self.events.append("data")
-        self.data += data
-        self._check()
-
-    def eof_received(self):
-        self.events.append("eof")
-        self.eof.set_result(None)
-        if self.on_eof:
-            self.on_eof(self)
-        self._check()
-        return self.eof_result
-
-    def connection_lost(self, exc):
-        self.events.append("lost")
-        self.lost_excs.append(exc)
-        if not self.lost.done():
-            self.lost.set_result(exc)
-        self._check()
-
-    def _check(self):
-        if self._want is None:
-            return
-        n, fut = self._want
-        if fut.done():
-            return
-        if len(self.data) >= n:
-            fut.set_result(None)
-        elif self.eof.done() or self.lost.done():
-            fut.set_exception(ConnectionError(
-                "ended after %d of %d bytes" % (len(self.data), n)))
-
-    async def wait_bytes(self, n):
-        fut = self.loop.create_future()
-        self._want = (n, fut)
-        self._check()
-        await fut
+from _protocols import Recorder
 
 
 def assert_order(events, expect_eof=None):
@@ -106,15 +42,15 @@ async def make_pair(loop, family="tcp", path=None, server_kw=None, client_kw=Non
     ckw = client_kw or {}
     if family == "tcp":
         server = await loop.create_server(
-            lambda: Rec(loop, servers, **skw), "127.0.0.1", 0)
+            lambda: Recorder(loop, servers, **skw), "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         tr, client = await loop.create_connection(
-            lambda: Rec(loop, **ckw), "127.0.0.1", port)
+            lambda: Recorder(loop, **ckw), "127.0.0.1", port)
     else:
         server = await loop.create_unix_server(
-            lambda: Rec(loop, servers, **skw), path)
+            lambda: Recorder(loop, servers, **skw), path)
         tr, client = await loop.create_unix_connection(
-            lambda: Rec(loop, **ckw), path)
+            lambda: Recorder(loop, **ckw), path)
     await wait_until(lambda: servers)
     await servers[0].made
     return server, client, servers[0]
@@ -383,11 +319,11 @@ def test_callback_order_many_connections(loop, run):
         pairs = []
         server_protos = []
         server = await loop.create_server(
-            lambda: Rec(loop, server_protos, eof_result=False), "127.0.0.1", 0)
+            lambda: Recorder(loop, server_protos, eof_result=False), "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         for i in range(60):
             tr, cp = await loop.create_connection(
-                lambda: Rec(loop), "127.0.0.1", port)
+                lambda: Recorder(loop), "127.0.0.1", port)
             tr.write(b"x" * (i * 100 + 1))
             pairs.append(cp)
         await wait_until(lambda: len(server_protos) == 60)
@@ -434,7 +370,7 @@ def test_peer_reset_while_server_writes(loop, run):
             pump()
 
         server = await loop.create_server(
-            lambda: Rec(loop, servers, on_made=on_made), "127.0.0.1", 0)
+            lambda: Recorder(loop, servers, on_made=on_made), "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         c = socket.socket()
         c.setblocking(False)
@@ -471,7 +407,7 @@ def test_peer_reset_with_unread_data_client_side(loop, run):
         lsock.setblocking(False)
         port = lsock.getsockname()[1]
         tr, client = await loop.create_connection(
-            lambda: Rec(loop), "127.0.0.1", port)
+            lambda: Recorder(loop), "127.0.0.1", port)
         s, _ = await loop.sock_accept(lsock)
         accepted.append(s)
         for _ in range(64):
@@ -528,12 +464,12 @@ def test_loop_close_with_open_connections(loop, run, state):
     async def main():
         servers = []
         server = await loop.create_server(
-            lambda: Rec(loop, servers), "127.0.0.1", 0)
+            lambda: Recorder(loop, servers), "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         clients = []
         for _ in range(20):
             tr, cp = await loop.create_connection(
-                lambda: Rec(loop), "127.0.0.1", port)
+                lambda: Recorder(loop), "127.0.0.1", port)
             clients.append(cp)
         await wait_until(lambda: len(servers) == 20)
         for cp in clients:

@@ -11,6 +11,8 @@ import tempfile
 
 import pytest
 
+from _protocols import Recorder
+
 
 # --------------------------------------------------------------------------
 # helpers
@@ -73,63 +75,16 @@ class BufferedEchoServer(asyncio.BufferedProtocol):
         self.events.append("lost")
 
 
-class Collector(asyncio.Protocol):
-    """Client side: collects data, records callback order."""
+class Collector(Recorder):
+    """Client side: collects data, records callback order and data types."""
 
     def __init__(self, loop, eof_result=None):
-        self.loop = loop
-        self.transport = None
-        self.events = []
-        self.data = bytearray()
+        super().__init__(loop, eof_result=eof_result)
         self.data_types = set()
-        self.eof_result = eof_result
-        self.made = loop.create_future()
-        self.eof = loop.create_future()
-        self.lost = loop.create_future()
-        self.lost_calls = []
-        self._want = None
-
-    def connection_made(self, transport):
-        self.events.append("made")
-        self.transport = transport
-        self.made.set_result(transport)
 
     def data_received(self, data):
-        self.events.append("data")
         self.data_types.add(type(data))
-        self.data += data
-        self._check()
-
-    def eof_received(self):
-        self.events.append("eof")
-        self.eof.set_result(None)
-        self._check()
-        return self.eof_result
-
-    def connection_lost(self, exc):
-        self.events.append("lost")
-        self.lost_calls.append(exc)
-        if not self.lost.done():
-            self.lost.set_result(exc)
-        self._check()
-
-    def _check(self):
-        if self._want is None:
-            return
-        n, fut = self._want
-        if fut.done():
-            return
-        if len(self.data) >= n:
-            fut.set_result(None)
-        elif self.eof.done() or self.lost.done():
-            fut.set_exception(ConnectionError(
-                "connection ended after %d of %d bytes" % (len(self.data), n)))
-
-    async def wait_bytes(self, n):
-        fut = self.loop.create_future()
-        self._want = (n, fut)
-        self._check()
-        await fut
+        super().data_received(data)
 
 
 class BufferedCollector(asyncio.BufferedProtocol):

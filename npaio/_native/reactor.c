@@ -21,7 +21,6 @@
  */
 #include <errno.h>
 #include <stdlib.h>
-#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/eventfd.h>
@@ -130,10 +129,7 @@ void np_reactor_free(np_reactor *r)
     r->qhead = r->qtail = NULL;
     while (r->all_conns) {
         np_conn *c = r->all_conns;
-#ifdef NPAIO_DEBUG
-        if (atomic_load(&c->refs) != 1)
-            fprintf(stderr, "npaio: conn %p fd %d refs %d queued %d closed %d loop_closed %d\n", (void *)c, c->fd, atomic_load(&c->refs), c->queued, atomic_load(&c->closed), c->loop_closed);
-#endif
+        NP_ASSERT(atomic_load(&c->refs) == 1);
         atomic_store(&c->refs, 1);
         np_conn_unref(c);
     }
