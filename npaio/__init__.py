@@ -8,9 +8,11 @@ import asyncio as _asyncio
 import sys as _sys
 
 from ._reactor import native_counters
+from .linkbuffer import LinkBuffer, LinkBufferError
 from .loop import Loop
 
-__all__ = ['Loop', 'new_event_loop', 'run', 'native_counters']
+__all__ = ['Loop', 'new_event_loop', 'run', 'native_counters',
+           'LinkBuffer', 'LinkBufferError']
 __version__ = '0.1.0.dev0'
 
 

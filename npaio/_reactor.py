@@ -46,11 +46,15 @@ _REACTOR_STATS = ('drains', 'completions', 'loop_wakeups', 'direct_writes',
                   'queued_writes', 'throttles', 'sleeps', 'arena_full')
 _POLLER_STATS = ('connections', 'events', 'bytes_read', 'bytes_written',
                  'wakeups', 'reads', 'writes')
-_COUNTERS = ('conns', 'nodes', 'reactors', 'threads', 'node_bytes')
+# Live objects, then two running totals (nodes ever allocated and freed).
+_COUNTERS = ('conns', 'nodes', 'reactors', 'threads', 'node_bytes',
+             'node_allocs', 'node_frees')
 
 
 def native_counters():
-    """Process-wide live native objects (connections, nodes, threads...)."""
+    """Process-wide native objects: live connections, LinkBuffer nodes
+    (and their bytes), reactors and poller threads, plus the running totals
+    of nodes allocated and freed."""
     out = ffi.new('uint64_t[]', lib.NP_GLOBAL_COUNTERS)
     lib.np_native_counters(out)
     return {name: int(out[i]) for i, name in enumerate(_COUNTERS)}

@@ -93,7 +93,10 @@ def list_fds():
 def native_counters():
     if npaio is None:
         return None
-    return dict(npaio.native_counters())
+    live = dict(npaio.native_counters())
+    live.pop('node_allocs', None)       # running totals, not live objects
+    live.pop('node_frees', None)
+    return live
 
 
 def _run(loop, coro, timeout=DEFAULT_TIMEOUT):

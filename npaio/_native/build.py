@@ -11,7 +11,7 @@ import pathlib
 from cffi import FFI
 
 HERE = pathlib.Path(__file__).resolve().parent
-SOURCES = ["mcache.c", "linkbuffer.c", "conn.c", "poller_epoll.c", "reactor.c"]
+SOURCES = ["mcache.c", "pins.c", "linkbuffer.c", "conn.c", "poller_epoll.c", "reactor.c"]
 
 
 def _cdef_text():

@@ -45,6 +45,7 @@ np_conn *np_conn_new(np_reactor *r, int fd)
     np_lb_init(&c->in);
     np_lb_init(&c->out);
     c->read_size = 4096;
+    atomic_init(&c->in_hwm, NP_IN_HWM);
     NP_COUNT(NP_CNT_CONNS, 1);
     np_reactor_track_conn(r, c, 1);
     return c;
@@ -204,6 +205,92 @@ int64_t np_conn_write(np_conn *c, const char *data, size_t len)
             pthread_mutex_unlock(&c->lock);
             return -ENOMEM;
         }
+        NP_STAT(r->stats, NP_RS_QUEUED_WRITES, 1);
+        if (!c->armed) {
+            c->armed = 1;
+            np_conn_update_interest(c);
+        }
+    }
+    ret = (int64_t)np_lb_len(&c->out);
+    pthread_mutex_unlock(&c->lock);
+    return ret;
+}
+
+/* Loop thread: the connection's input LinkBuffer, for the consumer verbs of
+ * npaio.LinkBuffer (the poller is its producer). Valid until release. */
+np_linkbuffer *np_conn_input(np_conn *c)
+{
+    return &c->in;
+}
+
+/* Loop thread: stop (or restart) copying this connection's input into the
+ * drain arena; its READ records then carry no data. */
+int np_conn_set_nocopy(np_conn *c, int on)
+{
+    c->nocopy = on ? 1 : 0;
+    return 0;
+}
+
+/* Loop thread: a no-copy reader took what it wanted from the input and needs
+ * `need` bytes in all before it can go on (0: any). Raises the high-water
+ * mark to fit a frame bigger than NP_IN_HWM, and resumes a throttled reader. */
+void np_conn_input_consumed(np_conn *c, size_t need)
+{
+    atomic_store_explicit(&c->in_hwm, need > NP_IN_HWM ? need : NP_IN_HWM,
+                          memory_order_relaxed);
+    pthread_mutex_lock(&c->lock);
+    size_t len = np_lb_len(&c->in);
+    if (c->throttled && (len <= NP_IN_LWM || len < need)) {
+        c->throttled = 0;
+        np_conn_update_interest(c);
+    }
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* Loop thread: send the committed bytes of b (a buffer only the loop uses)
+ * without copying them: sendmsg straight from b's nodes when nothing is
+ * queued, and what the kernel does not take moves, nodes and all, to the
+ * output LinkBuffer for the poller. b is left empty. Returns what np_conn_write
+ * returns. */
+int64_t np_conn_write_lb(np_conn *c, np_linkbuffer *b)
+{
+    np_reactor *r = c->reactor;
+    int64_t ret;
+    pthread_mutex_lock(&c->lock);
+    if (atomic_load_explicit(&c->closed, memory_order_relaxed)) {
+        int err = atomic_load(&c->err);
+        pthread_mutex_unlock(&c->lock);
+        np_lb_destroy(b);
+        return err ? -(int64_t)err : -NP_ECLOSED;
+    }
+    if (!c->armed && np_lb_len(&c->out) == 0) {
+        struct iovec iov[64];
+        for (;;) {
+            size_t total;
+            int k = np_lb_iov(b, iov, 64, &total);
+            if (!k)
+                break;
+            struct msghdr msg = { .msg_iov = iov, .msg_iovlen = (size_t)k };
+            ssize_t n = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (n < 0) {
+                if (errno == EINTR)
+                    continue;
+                if (errno == EAGAIN || errno == EWOULDBLOCK)
+                    break;
+                ret = -(int64_t)errno;
+                pthread_mutex_unlock(&c->lock);
+                return ret;
+            }
+            NP_STAT(c->poller->stats, NP_PS_BYTES_WRITTEN, n);
+            NP_STAT(r->stats, NP_RS_DIRECT_WRITES, 1);
+            np_lb_skip(b, (size_t)n);
+            if ((size_t)n < total)
+                break;
+        }
+    }
+    if (np_lb_len(b)) {
+        np_lb_append_lb(&c->out, b);
+        np_lb_flush(&c->out);
         NP_STAT(r->stats, NP_RS_QUEUED_WRITES, 1);
         if (!c->armed) {
             c->armed = 1;

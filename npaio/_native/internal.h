@@ -41,44 +41,56 @@ void np_mcache_free(void *p, size_t cap);          /* any thread */
 /* ---- process-wide live counters (np_native_counters) ------------------- */
 
 enum { NP_CNT_CONNS, NP_CNT_NODES, NP_CNT_REACTORS, NP_CNT_THREADS,
-       NP_CNT_NODE_BYTES };
+       NP_CNT_NODE_BYTES, NP_CNT_NODE_ALLOCS, NP_CNT_NODE_FREES };
 extern _Atomic int64_t np_counters[NP_GLOBAL_COUNTERS];
 #define NP_COUNT(i, d) atomic_fetch_add_explicit(&np_counters[i], (d), memory_order_relaxed)
 
 /* ---- linkbuffer.c ------------------------------------------------------- */
 
-typedef struct np_node {
+struct np_node {
     struct np_node *_Atomic next;  /* set by the producer before it publishes */
     _Atomic int refs;
-    uint32_t cap;                  /* bytes of data[] */
+    uint32_t cap;                  /* bytes at base[] */
     uint32_t off;                  /* [consumer] read offset */
     _Atomic uint32_t end;          /* [producer writes, consumer reads] committed end */
     uint32_t malloc;               /* [producer] end of reserved bytes */
-    size_t alloc;                  /* size class of the allocation */
+    uint8_t readonly;              /* reference or foreign node: no malloc into it */
+    size_t alloc;                  /* size class of the allocation; 0: malloc'ed header */
+    char *base;                    /* data[], an origin's memory, or foreign memory */
+    struct np_node *origin;        /* reference node: owner of the memory (ref held) */
+    uint64_t pin;                  /* foreign node: Python's pin id (pins.c) */
     char data[];
-} np_node;
+};
 
 /* Single producer, single consumer. len counts committed (flushed) bytes; a
  * node's end may run ahead of len, the consumer never reads past len. */
-typedef struct np_linkbuffer {
+struct np_linkbuffer {
     np_node *head;                 /* [consumer] oldest node still held */
     np_node *tail;                 /* [producer] node being written */
     size_t unflushed;              /* [producer] malloc'ed, not yet in len */
     _Atomic size_t len;
-} np_linkbuffer;
+};
 
+/* The rest of the LinkBuffer API (Python's verbs) is declared in np.h. */
 void np_lb_init(np_linkbuffer *b);
 void np_lb_destroy(np_linkbuffer *b);                 /* no other user left */
 char *np_lb_malloc(np_linkbuffer *b, size_t n);       /* producer */
-void np_lb_malloc_ack(np_linkbuffer *b, size_t n);    /* producer: keep n of the last malloc */
-void np_lb_flush(np_linkbuffer *b);                   /* producer: publish */
+void np_lb_malloc_ack(np_linkbuffer *b, size_t n);    /* producer: give back n of the last malloc */
 size_t np_lb_write(np_linkbuffer *b, const char *p, size_t n); /* producer: copy + flush */
-size_t np_lb_len(np_linkbuffer *b);                   /* any thread */
 size_t np_lb_copy_out(np_linkbuffer *b, char *dst, size_t n); /* consumer: read + skip */
 int np_lb_iov(np_linkbuffer *b, struct iovec *iov, int max, size_t *total); /* consumer */
-void np_lb_skip(np_linkbuffer *b, size_t n);          /* consumer: skip + release */
+
+/* ---- pins.c ------------------------------------------------------------- */
+
+void np_pin_release(uint64_t pin);                    /* any thread */
 
 /* ---- the objects -------------------------------------------------------- */
+
+/* Input backpressure: a poller stops reading a connection whose input holds
+ * in_hwm bytes the loop has not taken (NP_IN_HWM unless a no-copy reader
+ * asked for a bigger frame), and the loop resumes it at NP_IN_LWM. */
+#define NP_IN_HWM (256u * 1024u)
+#define NP_IN_LWM (64u * 1024u)
 
 enum { NP_KIND_CONN = 1, NP_KIND_WAKE = 2 };
 
@@ -108,6 +120,8 @@ struct np_conn {
     unsigned close_req : 1;        /* [lock] close once the output is flushed */
     unsigned shut_req : 1;         /* [lock] shutdown(SHUT_WR) once flushed */
     unsigned notify : 1;           /* [lock] post DRAINED at notify_low */
+    unsigned nocopy : 1;           /* [loop] Python reads `in` itself (no arena copy) */
+    _Atomic size_t in_hwm;         /* [loop writes, poller reads] input high-water mark */
     _Atomic int closed;            /* set under lock; read anywhere */
     int loop_closed;               /* [loop] the loop closed or released it */
     size_t notify_low;             /* [lock] */

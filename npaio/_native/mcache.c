@@ -57,7 +57,6 @@ void *np_mcache_alloc(size_t size, size_t *cap)
             p = malloc(*cap);
     }
     if (p) {
-        NP_COUNT(NP_CNT_NODES, 1);
         NP_COUNT(NP_CNT_NODE_BYTES, (int64_t)*cap);
     }
     return p;
@@ -65,7 +64,6 @@ void *np_mcache_alloc(size_t size, size_t *cap)
 
 void np_mcache_free(void *p, size_t cap)
 {
-    NP_COUNT(NP_CNT_NODES, -1);
     NP_COUNT(NP_CNT_NODE_BYTES, -(int64_t)cap);
     if (cap <= ((size_t)1 << NP_MC_MAX_SHIFT)) {
         int k = class_of(cap);

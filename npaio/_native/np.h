@@ -33,10 +33,21 @@
  * reactor itself, and np_native_counters() in total. */
 #define NP_POLLER_STATS 7
 #define NP_REACTOR_STATS 8
-#define NP_GLOBAL_COUNTERS 5
+#define NP_GLOBAL_COUNTERS 7
 
 typedef struct np_reactor np_reactor;
 typedef struct np_conn np_conn;
+typedef struct np_node np_node;
+typedef struct np_linkbuffer np_linkbuffer;
+
+/* A contiguous run of buffer memory handed to Python as a memoryview; `owner`
+ * carries one reference (np_node_unref drops it) so the memory outlives any
+ * view of it. */
+typedef struct np_span {
+    char *ptr;
+    size_t len;
+    np_node *owner;
+} np_span;
 
 /* One completion, 24 bytes, read by Python with struct '=QIiII'. */
 typedef struct np_record {
@@ -67,3 +78,36 @@ int np_conn_resume_reading(np_conn *c);
 int np_conn_shutdown_wr(np_conn *c);
 int np_conn_close(np_conn *c, int abort);
 void np_conn_release(np_conn *c);
+
+/* Zero-copy connections (npaio.NocopyProtocol): the loop reads the input
+ * LinkBuffer itself (no copy into the drain arena) and hands whole output
+ * LinkBuffers over without copying. */
+np_linkbuffer *np_conn_input(np_conn *c);
+int np_conn_set_nocopy(np_conn *c, int on);
+void np_conn_input_consumed(np_conn *c, size_t need);
+int64_t np_conn_write_lb(np_conn *c, np_linkbuffer *b);
+
+/* npaio.LinkBuffer (linkbuffer.c). A buffer made by np_lb_new has one user
+ * thread; a connection's input has the poller as producer and the loop as
+ * consumer, and Python uses only the consumer verbs on it. */
+np_linkbuffer *np_lb_new(void);
+void np_lb_free(np_linkbuffer *b);
+size_t np_lb_len(np_linkbuffer *b);
+size_t np_lb_malloc_len(np_linkbuffer *b);
+int np_lb_span(np_linkbuffer *b, size_t n, np_span *out);
+size_t np_lb_peek_copy(np_linkbuffer *b, char *dst, size_t n);
+void np_lb_skip(np_linkbuffer *b, size_t n);
+int64_t np_lb_index(np_linkbuffer *b, const char *delim, size_t dlen, size_t start);
+int np_lb_slice_into(np_linkbuffer *src, np_linkbuffer *dst, size_t n);
+size_t np_lb_copy_out(np_linkbuffer *b, char *dst, size_t n);
+int np_lb_malloc_span(np_linkbuffer *b, size_t n, np_span *out);
+int np_lb_malloc_keep(np_linkbuffer *b, size_t n);
+size_t np_lb_put(np_linkbuffer *b, const char *p, size_t n);
+int np_lb_link(np_linkbuffer *b, const char *p, size_t n, uint64_t pin);
+int np_lb_write_direct(np_linkbuffer *b, const char *p, size_t n, uint64_t pin,
+                       size_t remain);
+void np_lb_append_lb(np_linkbuffer *b, np_linkbuffer *w);
+void np_lb_flush(np_linkbuffer *b);
+void np_node_unref(np_node *n);
+size_t np_pins_pending(void);
+int np_pins_collect(uint64_t *out, int max);

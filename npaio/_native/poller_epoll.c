@@ -34,7 +34,6 @@
 #define NP_READ_MIN 4096u
 #define NP_READ_MAX (64u * 1024u)
 #define NP_READ_BUDGET (256u * 1024u)
-#define NP_IN_HWM (256u * 1024u)
 
 
 void np_poller_wake(np_poller *p)
@@ -123,11 +122,11 @@ static void on_readable(np_poller *p, np_conn *c)
     }
     if (got) {
         NP_STAT(p->stats, NP_PS_BYTES_READ, got);
-        if (np_lb_len(&c->in) >= NP_IN_HWM) {
+        if (np_lb_len(&c->in) >= atomic_load_explicit(&c->in_hwm, memory_order_relaxed)) {
             /* Re-check under the lock: the loop's drain takes input and then
              * un-throttles under the same lock, so one of us sees the other. */
             pthread_mutex_lock(&c->lock);
-            if (np_lb_len(&c->in) >= NP_IN_HWM) {
+            if (np_lb_len(&c->in) >= atomic_load_explicit(&c->in_hwm, memory_order_relaxed)) {
                 c->throttled = 1;
                 np_conn_update_interest(c);
                 NP_STAT(c->reactor->stats, NP_RS_THROTTLES, 1);

@@ -30,7 +30,6 @@
 /* The loop takes at most this much of one connection's input per drain, so a
  * fast sender cannot starve the others; the rest stays queued. */
 #define NP_DRAIN_PER_CONN (256u * 1024u)
-#define NP_IN_LWM (64u * 1024u)
 
 np_reactor *np_reactor_new(int npollers, int balance, int *err)
 {
@@ -297,9 +296,12 @@ int np_reactor_drain(np_reactor *r, np_record *recs, int maxrecs,
         rec->err = (f & NP_EV_ERROR) ? atomic_load(&c->err) : 0;
         rec->off = used;
         rec->len = 0;
-        int again = 0;
+        int again = 0, nocopy_read = 0;
         if (c->paused && !(f & NP_EV_CLOSED)) {
             c->held |= f & (NP_EV_READ | NP_EV_EOF);
+        } else if (c->nocopy) {
+            /* Python reads c->in itself (np_conn_input): just say so. */
+            nocopy_read = (f & NP_EV_READ) && np_lb_len(&c->in) > 0;
         } else if (f & (NP_EV_READ | NP_EV_EOF)) {
             size_t avail = np_lb_len(&c->in);
             size_t take = arena_cap - used;
@@ -326,7 +328,7 @@ int np_reactor_drain(np_reactor *r, np_record *recs, int maxrecs,
         f &= ~(uint32_t)NP_EV_READ;
         if (c->paused && !(f & NP_EV_CLOSED))
             f &= ~(uint32_t)NP_EV_EOF;
-        if (rec->len)
+        if (rec->len || nocopy_read)
             f |= NP_EV_READ;
         rec->flags = f;
         if (f)
