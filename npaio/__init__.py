@@ -10,9 +10,10 @@ import sys as _sys
 from ._reactor import native_counters
 from .linkbuffer import LinkBuffer, LinkBufferError
 from .loop import Loop
+from .nocopy import NocopyProtocol
 
 __all__ = ['Loop', 'new_event_loop', 'run', 'native_counters',
-           'LinkBuffer', 'LinkBufferError']
+           'LinkBuffer', 'LinkBufferError', 'NocopyProtocol']
 __version__ = '0.1.0.dev0'
 
 

@@ -119,9 +119,11 @@ class Reactor:
                 continue
             if ln:
                 tr._on_data(arena[off:off + ln])
+            elif flags & _READ:
+                tr._on_input()      # no-copy: the data stayed in C
             if flags & _RARE:
                 if flags & _EOF:
-                    if ln:
+                    if flags & _READ:
                         # asyncio's selector loop sees EOF one iteration
                         # after the data (the next recv() returns b'').
                         tr._loop.call_soon(tr._on_eof)

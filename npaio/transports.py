@@ -34,11 +34,33 @@ import warnings
 from asyncio import base_events, constants, protocols, transports, trsock
 
 from ._reactor import ffi, lib
+from . import linkbuffer
+from .linkbuffer import LinkBuffer
+from .nocopy import NocopyProtocol, run_on_request
 
 logger = logging.getLogger("asyncio")
 
 _BUFFERED = 1
 _SIMPLE = 0
+_NOCOPY = 2         # npaio.NocopyProtocol: reads the connection's LinkBuffer
+
+
+class _ConnWriter(LinkBuffer):
+    """A no-copy protocol's output LinkBuffer: flush() hands its nodes to the
+    connection (np_conn_write_lb), which sends straight from them."""
+
+    __slots__ = ('_transport',)
+
+    def __init__(self, transport):
+        super().__init__()
+        self._transport = transport
+
+    def flush(self):
+        super().flush()
+        if len(self):
+            self._transport._write_linkbuffer(self)
+        if linkbuffer._PINS and lib.np_pins_pending():
+            linkbuffer.collect_pins()
 
 
 def _server_attach_takes_transport():
@@ -71,6 +93,9 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
                 self._extra['peername'] = None
         self._sock = sock
         self._sock_fd = sock.fileno()
+        self._conn = None
+        self._nc_reader = self._nc_writer = None
+        self._nc_need = 0
         self.set_protocol(protocol)
         self._server = server
         self._conn_lost = 0
@@ -95,6 +120,8 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
             raise OSError(err[0], os.strerror(err[0]))
         self._conn = conn
         self._cid = loop._reactor.add_transport(conn, self)
+        if self._read_mode == _NOCOPY:
+            self._set_nocopy(True)
         self._loop.call_soon(self._protocol.connection_made, self)
         # only start reading when connection_made() has been called
         self._loop.call_soon(self._add_reader)
@@ -117,11 +144,27 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
     # -- protocol ---------------------------------------------------------
 
     def set_protocol(self, protocol):
-        if isinstance(protocol, protocols.BufferedProtocol):
-            self._read_mode = _BUFFERED
+        if isinstance(protocol, NocopyProtocol):
+            mode = _NOCOPY
+        elif isinstance(protocol, protocols.BufferedProtocol):
+            mode = _BUFFERED
         else:
-            self._read_mode = _SIMPLE
+            mode = _SIMPLE
+        if self._conn is not None and (mode == _NOCOPY) != (self._read_mode == _NOCOPY):
+            self._set_nocopy(mode == _NOCOPY)
+        self._read_mode = mode
         self._protocol = protocol
+
+    def _set_nocopy(self, on):
+        """Read the connection's input LinkBuffer in Python (no arena copy)."""
+        lib.np_conn_set_nocopy(self._conn, on)
+        if on and self._nc_reader is None:
+            self._nc_reader = LinkBuffer._borrow(lib.np_conn_input(self._conn))
+            self._nc_writer = _ConnWriter(self)
+            self._nc_need = 0
+        elif not on and not self._paused:
+            # Input the no-copy reader left goes to the new protocol.
+            lib.np_conn_resume_reading(self._conn)
 
     def get_protocol(self):
         return self._protocol
@@ -231,6 +274,25 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
                     self._held.appendleft(bytes(mv))
                 return
 
+    def _on_input(self):
+        """Dispatch: new input in the connection's LinkBuffer (no-copy)."""
+        if self._closing or self._paused or self._read_mode != _NOCOPY:
+            return
+        reader = self._nc_reader
+        if len(reader) < self._nc_need:
+            return
+        try:
+            need = run_on_request(self._protocol, reader, self._nc_writer)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(
+                exc, 'Fatal error: protocol.on_request() call failed.')
+            return
+        self._nc_need = need
+        if self._conn is not None:
+            lib.np_conn_input_consumed(self._conn, need)
+
     def _on_eof(self):
         if self._closing:
             return
@@ -281,6 +343,25 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
         else:
             buf = ffi.from_buffer(data)
             n = lib.np_conn_write(self._conn, buf, len(buf))
+        if n > self._high_water:
+            self._maybe_pause_protocol()
+        elif n < 0:
+            self._write_failed(n)
+
+    def _write_linkbuffer(self, buf):
+        """write() for a no-copy protocol's output LinkBuffer: its nodes go
+        to the connection without a copy."""
+        if self._eof:
+            raise RuntimeError('Cannot call write() after write_eof()')
+        if self._empty_waiter is not None:
+            raise RuntimeError('unable to write; sendfile is in progress')
+        if self._conn_lost or self._conn is None:
+            buf.skip(len(buf))
+            if self._conn_lost >= constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES:
+                logger.warning('socket.send() raised exception.')
+            self._conn_lost += 1
+            return
+        n = lib.np_conn_write_lb(self._conn, buf._b)
         if n > self._high_water:
             self._maybe_pause_protocol()
         elif n < 0:
@@ -395,8 +476,14 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
                     server._detach()
                 self._server = None
 
+    def _detach_nocopy(self):
+        if self._nc_reader is not None:
+            self._nc_reader._detach()       # before the C side frees it
+            self._nc_writer.close()
+
     def _detach_native(self):
         """Give the connection back to the C core, which closes the fd."""
+        self._detach_nocopy()
         conn, self._conn = self._conn, None
         sock, self._sock = self._sock, None
         if sock is not None:
@@ -409,6 +496,7 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
         """The loop closes under us: no callbacks any more, no fd left."""
         self._closing = True
         self._conn_lost += 1
+        self._detach_nocopy()
         conn, self._conn = self._conn, None
         sock, self._sock = self._sock, None
         if sock is not None:
