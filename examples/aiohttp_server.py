@@ -2,7 +2,7 @@
 
     python examples/aiohttp_server.py [--host 127.0.0.1] [--port 8000]
                                       [--certfile cert.pem --keyfile key.pem]
-    gunicorn --chdir examples -w 1 -k npaio.workers.GunicornWebWorker aiohttp_server:app
+    cd examples && gunicorn -w 1 -k npaio.workers.GunicornWebWorker aiohttp_server:app
 
 run_app() takes the loop to run on: ``web.run_app(app, loop=npaio.new_event_loop())``.
 It stops gracefully on SIGINT or SIGTERM. The routes are those of asgi_app.py.

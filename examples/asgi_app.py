@@ -1,8 +1,8 @@
 """A plain ASGI app (no framework) served on npaio by uvicorn, hypercorn or gunicorn.
 
     uvicorn --app-dir examples asgi_app:app --loop npaio:new_event_loop
-    gunicorn --chdir examples -w 1 -k npaio.workers.UvicornWorker asgi_app:app
-    gunicorn --chdir examples -w 1 -k npaio.workers.ASGIWorker asgi_app:app
+    cd examples && gunicorn -w 1 -k npaio.workers.UvicornWorker asgi_app:app
+    cd examples && gunicorn -w 1 -k npaio.workers.ASGIWorker asgi_app:app
     python examples/hypercorn_server.py
 
 Routes (the integration tests use them; every one is cheap to check):

@@ -4,6 +4,8 @@ import signal
 
 import pytest
 
+from pathlib import Path
+
 from _integ import (EXAMPLES, ServerProcess, free_port, graceful_stop,
                     http_battery, tool, websocket_battery)
 
@@ -16,8 +18,9 @@ NO_CONTROL = ['--no-control-socket'] if 'control_socket_disable' in Config().set
 
 
 def gunicorn_argv(port, worker, app, *extra):
-    # README: gunicorn --chdir examples -w 1 -k npaio.workers.<Worker> <app>
-    return [*tool('gunicorn'), '--chdir', EXAMPLES, '-w', '1', '-k', worker,
+    # README: cd examples && gunicorn -w 1 -k npaio.workers.<Worker> <app>
+    # (ServerProcess runs it in examples/)
+    return [*tool('gunicorn'), '-w', '1', '-k', worker,
             '-b', f'127.0.0.1:{port}', '--graceful-timeout', '5', *NO_CONTROL,
             *extra, app]
 
@@ -31,8 +34,9 @@ def check_worker_log(out, worker):
 async def test_gunicorn_uvicorn_worker_conf_file():
     """examples/gunicorn.conf.py: worker_class = npaio.workers.UvicornWorker."""
     port = free_port()
-    argv = [*tool('gunicorn'), '-c', EXAMPLES / 'gunicorn.conf.py', '--chdir',
-            EXAMPLES, '-b', f'127.0.0.1:{port}', *NO_CONTROL, 'asgi_app:app']
+    # README: cd examples && gunicorn -c gunicorn.conf.py asgi_app:app
+    argv = [*tool('gunicorn'), '-c', 'gunicorn.conf.py',
+            '-b', f'127.0.0.1:{port}', *NO_CONTROL, 'asgi_app:app']
     with ServerProcess(argv, port) as server:
         server.wait_ready()
         base = f'http://127.0.0.1:{port}'
@@ -114,3 +118,22 @@ def test_gunicorn_worker_fails_to_boot_without_npaio(worker, app):
     assert 'npaio: cannot create the npaio event loop for this worker' in out, out
     assert 'NPAIO_POLLERS must be an integer' in out, out
     assert 'Worker failed to boot' in out, out
+
+
+def test_unbuilt_source_tree_says_so(tmp_path):
+    """gunicorn puts its working directory first on sys.path, so started in
+    npaio's repository root it imports the source tree, where no C core is
+    built. The error must say that (npaio/__init__.py), not just 'No module
+    named npaio._np'. Run with -S: an editable install's finder would
+    otherwise supply the built core to the copy."""
+    import shutil
+    import subprocess
+    import sys
+    import npaio
+    shutil.copytree(Path(npaio.__file__).parent, tmp_path / 'npaio',
+                    ignore=shutil.ignore_patterns('*.so', '__pycache__', 'build'))
+    proc = subprocess.run([sys.executable, '-S', '-c', 'import npaio'], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0, proc.stderr
+    assert "ImportError: npaio's C core (npaio._np) is not built in" in proc.stderr, \
+        proc.stderr
