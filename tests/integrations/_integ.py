@@ -55,7 +55,7 @@ def free_port():
 
 
 def tool(name):
-    """argv prefix for a console script of this Python's environment."""
+    """argv prefix running a tool of this Python's environment (python -m NAME)."""
     return [sys.executable, '-m', name]
 
 
@@ -93,13 +93,22 @@ class ServerProcess:
         self.log.seek(0)
         return self.log.read().decode(errors='replace')
 
-    def wait_ready(self, timeout=20.0):
-        """Poll connect() until the server listens (or fail with its log)."""
+    def wait_ready(self, timeout=20.0, ready_text=None):
+        """Poll connect() until the server listens (or fail with its log).
+
+        With *ready_text*, wait for that text in the server's output instead:
+        for servers that log a bare probe connection as an error (websockets
+        < 17 logs "opening handshake failed" with a traceback)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 pytest.fail(f'server exited with {self.proc.returncode} before '
                             f'listening: {self.argv}\n{self.output()}', pytrace=False)
+            if ready_text is not None:
+                if ready_text in self.output():
+                    return
+                time.sleep(0.05)
+                continue
             try:
                 socket.create_connection(('127.0.0.1', self.port), 0.5).close()
                 return

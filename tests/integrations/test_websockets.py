@@ -25,7 +25,7 @@ async def test_websockets_server(sig):
     from websockets.asyncio.client import connect
     port = free_port()
     with ServerProcess(ws_argv(port), port) as server:
-        server.wait_ready()
+        server.wait_ready(ready_text=f'websockets server on 127.0.0.1:{port}')
         uri = f'ws://127.0.0.1:{port}'
         await websocket_battery(uri)
         # Graceful stop: an open connection gets a closing handshake (1001).
@@ -45,7 +45,7 @@ async def test_websockets_server_tls(tls):
     port = free_port()
     with ServerProcess(ws_argv(port, '--certfile', certfile, '--keyfile', keyfile),
                        port) as server:
-        server.wait_ready()
+        server.wait_ready(ready_text=f'websockets server on 127.0.0.1:{port}')
         await websocket_battery(f'wss://127.0.0.1:{port}', ssl=client_ctx)
         server.stop_and_check(signal.SIGTERM)
 
