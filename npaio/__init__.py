@@ -7,7 +7,19 @@ transports), _reactor.py (the C core's Python face) and _native/ (the C core).
 import asyncio as _asyncio
 import sys as _sys
 
-from ._reactor import native_counters
+try:
+    from ._reactor import native_counters
+except ModuleNotFoundError as _exc:
+    if _exc.name != __name__ + '._np':
+        raise
+    import os as _os
+    raise ImportError(
+        "npaio's C core (npaio._np) is not built in "
+        f"{_os.path.dirname(__file__)}: this looks like npaio's source tree, "
+        "not an installed npaio. Install npaio (pip install .), or run from a "
+        "directory where the source tree does not shadow the installed npaio "
+        "(for example, gunicorn puts its working directory first on sys.path)."
+    ) from _exc
 from .linkbuffer import LinkBuffer, LinkBufferError
 from .loop import Loop
 from .nocopy import NocopyProtocol
