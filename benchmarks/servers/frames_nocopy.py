@@ -1,5 +1,6 @@
 """Length-prefixed frame echo with npaio.NocopyProtocol: frames are views of
-the reactor's input nodes, echoed by linking them into the output buffer.
+the reactor's input nodes, echoed by linking them into the output buffer
+(big frames: slice() + append(), no copy even across nodes).
 (On a loop other than npaio it runs through data_received.)"""
 import common
 
@@ -13,7 +14,10 @@ class Frames(npaio.NocopyProtocol):
             if len(reader) < 4 + size:
                 writer.flush()
                 return 4 + size
-            writer.write_bytes(reader.next(4 + size))
+            if size >= 16384:
+                writer.append(reader.slice(4 + size))   # nodes move, no copy
+            else:
+                writer.write_bytes(reader.next(4 + size))
         writer.flush()
         return 0
 
