@@ -302,3 +302,13 @@ def test_writer_after_close_is_dropped(loop, run):
 
     run(loop, main())
     assert done == [b'ping']
+
+
+def test_example_frame_server_self_test():
+    import subprocess
+    import sys
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, os.path.join(here, 'examples', 'frame_server.py'),
+                          '--self-test'], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert 'self-test passed' in out.stdout
