@@ -18,7 +18,7 @@ Lifetime rules
 - A read of more bytes than ``len(buf)`` raises ``LinkBufferError`` and
   consumes nothing; it never blocks and never returns short data.
 - ``next``/``peek`` of bytes that span two nodes copy them once into a new
-  bytes object (netpoll does the same), and so do reads of at most 1 KiB
+  bytes object (netpoll does the same), and so do reads of at most 4 KiB
   (cheaper than pinning a view); ``slice`` never copies.
 - ``write_bytes(b)``/``write_direct(b, n)`` of 4 KiB or more link ``b``'s
   memory without copying and keep ``b`` alive until the nodes are freed: do
@@ -43,8 +43,18 @@ LINK_THRESHOLD = 4096
 # next/peek of at most this many bytes copy them into a small bytes object:
 # measured on the dev box, a pinned view (ffi.gc + buffer + memoryview) costs
 # ~2 us, a copy of a few hundred bytes ~0.5 us.
-VIEW_THRESHOLD = 1024
+VIEW_THRESHOLD = 4096
 _scratch = ffi.new('char[]', VIEW_THRESHOLD)
+
+# Hot C functions bound once: `lib.x` is a getattr on cffi's Lib each time.
+_lb_len = lib.np_lb_len
+_lb_copy_out = lib.np_lb_copy_out
+_lb_peek_copy = lib.np_lb_peek_copy
+_lb_put = lib.np_lb_put
+_lb_flush = lib.np_lb_flush
+_lb_skip = lib.np_lb_skip
+_unpack = ffi.unpack
+_from_buffer = ffi.from_buffer
 
 
 class LinkBufferError(Exception):
@@ -162,7 +172,10 @@ class LinkBuffer:
 
     def __len__(self):
         """Readable (flushed) bytes."""
-        return lib.np_lb_len(self._buf())
+        b = self._b
+        if b is None:
+            raise ValueError('I/O operation on closed LinkBuffer')
+        return _lb_len(b)
 
     def __repr__(self):
         if self._b is None:
@@ -173,20 +186,22 @@ class LinkBuffer:
     # -- reader -----------------------------------------------------------
 
     def _avail(self, op, b, n):
-        avail = lib.np_lb_len(b)
+        avail = _lb_len(b)
         if n > avail:
             raise LinkBufferError(f'{op}({n}): only {avail} bytes readable')
 
     def peek(self, n):
         """The next n bytes as a read-only memoryview, not consumed."""
-        b = self._buf()
+        b = self._b
+        if b is None:
+            raise ValueError('I/O operation on closed LinkBuffer')
+        if type(n) is int and 0 < n <= VIEW_THRESHOLD and n <= _lb_len(b):
+            _lb_peek_copy(b, _scratch, n)               # the common case
+            return memoryview(_unpack(_scratch, n))
         n = _check_n('peek', n)
         self._avail('peek', b, n)
         if not n:
             return memoryview(b'')
-        if n <= VIEW_THRESHOLD:
-            lib.np_lb_peek_copy(b, _scratch, n)
-            return memoryview(ffi.unpack(_scratch, n))
         if lib.np_lb_span(b, n, self._span):
             return _span_view(self._span, True)
         out = bytearray(n)
@@ -195,14 +210,16 @@ class LinkBuffer:
 
     def next(self, n):
         """The next n bytes as a read-only memoryview, consumed."""
-        b = self._buf()
+        b = self._b
+        if b is None:
+            raise ValueError('I/O operation on closed LinkBuffer')
+        if type(n) is int and 0 < n <= VIEW_THRESHOLD and n <= _lb_len(b):
+            _lb_copy_out(b, _scratch, n)                 # the common case
+            return memoryview(_unpack(_scratch, n))
         n = _check_n('next', n)
         self._avail('next', b, n)
         if not n:
             return memoryview(b'')
-        if n <= VIEW_THRESHOLD:
-            lib.np_lb_copy_out(b, _scratch, n)
-            return memoryview(ffi.unpack(_scratch, n))
         if lib.np_lb_span(b, n, self._span):
             view = _span_view(self._span, True)
             lib.np_lb_skip(b, n)
@@ -248,8 +265,8 @@ class LinkBuffer:
         if not n:
             return b''
         if n <= VIEW_THRESHOLD:
-            lib.np_lb_copy_out(b, _scratch, n)
-            return ffi.unpack(_scratch, n)
+            _lb_copy_out(b, _scratch, n)
+            return _unpack(_scratch, n)
         if lib.np_lb_span(b, n, self._span):
             span = self._span
             data = ffi.unpack(span.ptr, n)
@@ -321,7 +338,14 @@ class LinkBuffer:
 
     def write_bytes(self, data):
         """Append data (unflushed); 4 KiB or more is linked, not copied."""
-        b = self._writable()
+        b = self._b
+        if b is None or self._input:
+            b = self._writable()            # raises
+        if type(data) is bytes and len(data) < LINK_THRESHOLD:
+            n = len(data)                   # the common case: copy it in
+            if n and _lb_put(b, data, n) < n:
+                raise MemoryError('LinkBuffer.write_bytes')
+            return n
         mv = _as_bytes_view(data)
         n = mv.nbytes
         if n >= LINK_THRESHOLD:
@@ -369,4 +393,7 @@ class LinkBuffer:
 
     def flush(self):
         """Publish everything malloc'ed or written: it becomes readable."""
-        lib.np_lb_flush(self._writable())
+        b = self._b
+        if b is None or self._input:
+            b = self._writable()            # raises
+        _lb_flush(b)

@@ -110,14 +110,19 @@ class NocopyProtocol(asyncio.Protocol):
 def run_on_request(protocol, reader, writer):
     """Call on_request until it has what it needs; returns the bytes it
     needs before the next call (0: any new input)."""
+    before = len(reader)
     while True:
-        before = len(reader)
-        need = protocol.on_request(reader, writer) or 0
+        need = protocol.on_request(reader, writer)
+        if not need:
+            return 0
         if type(need) is not int or need < 0:
             raise TypeError(f'on_request() must return a byte count or None, '
                             f'not {need!r}')
         left = len(reader)
         # Called again only if it asked for bytes that are already there and
         # made progress (else it would spin).
-        if not need or left < need or left == before:
-            return need if left < need else 0
+        if left < need:
+            return need
+        if left == before:
+            return 0
+        before = left

@@ -35,7 +35,7 @@ from asyncio import base_events, constants, protocols, transports, trsock
 
 from ._reactor import ffi, lib
 from . import linkbuffer
-from .linkbuffer import LinkBuffer
+from .linkbuffer import _PINS, LinkBuffer, _lb_flush, _lb_len
 from .nocopy import NocopyProtocol, run_on_request
 
 logger = logging.getLogger("asyncio")
@@ -56,10 +56,13 @@ class _ConnWriter(LinkBuffer):
         self._transport = transport
 
     def flush(self):
-        super().flush()
-        if len(self):
+        b = self._b
+        if b is None:
+            raise ValueError('I/O operation on closed LinkBuffer')
+        _lb_flush(b)
+        if _lb_len(b):
             self._transport._write_linkbuffer(self)
-        if linkbuffer._PINS and lib.np_pins_pending():
+        if _PINS and lib.np_pins_pending():
             linkbuffer.collect_pins()
 
 
