@@ -28,10 +28,16 @@ Rules:
   fit such a frame (otherwise reading pauses at 256 KiB unread).
 - Views from ``reader`` stay valid as long as they live (they hold their
   node); ``reader`` itself is closed when the connection is lost.
-- Override ``connection_made`` only with a call to ``super()``.
+- ``idle_timeout`` (seconds, class or instance attribute; None: off) is
+  netpoll's idle timeout: a connection with no input for that long gets
+  ``idle_timed_out()``, which closes it by default. (netpoll's read timeout
+  bounds a blocking read; reads here never block.)
+- Override ``connection_made``/``connection_lost`` only with a call to
+  ``super()``.
 """
 
 import asyncio
+import time
 
 from .linkbuffer import LinkBuffer
 
@@ -58,13 +64,36 @@ class NocopyProtocol(asyncio.Protocol):
     """Base class of no-copy protocols (see the module doc)."""
 
     transport = None
+    idle_timeout = None
     _nc_reader = None
     _nc_writer = None
     _nc_need = 0
     _nc_polling = False
+    _nc_idle = None
+    _nc_active = 0.0
 
     def connection_made(self, transport):
         self.transport = transport
+        if self.idle_timeout:
+            self._nc_active = time.monotonic()
+            self._nc_idle = asyncio.get_running_loop().call_later(
+                self.idle_timeout, self._nc_idle_check)
+
+    def idle_timed_out(self):
+        """No input for idle_timeout seconds: close the connection."""
+        self.transport.close()
+
+    def _nc_idle_check(self):
+        self._nc_idle = None
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        idle = time.monotonic() - self._nc_active
+        if idle >= self.idle_timeout:
+            self.idle_timed_out()
+        else:
+            self._nc_idle = asyncio.get_running_loop().call_later(
+                self.idle_timeout - idle, self._nc_idle_check)
 
     def on_request(self, reader, writer):
         """New input in `reader` (an npaio.LinkBuffer). Returns the bytes
@@ -102,6 +131,9 @@ class NocopyProtocol(asyncio.Protocol):
                 0.005, self._nc_fallback_run, True)
 
     def connection_lost(self, exc):
+        if self._nc_idle is not None:
+            self._nc_idle.cancel()
+            self._nc_idle = None
         for buf in (self._nc_reader, self._nc_writer):
             if buf is not None:
                 buf.close()
@@ -110,6 +142,8 @@ class NocopyProtocol(asyncio.Protocol):
 def run_on_request(protocol, reader, writer):
     """Call on_request until it has what it needs; returns the bytes it
     needs before the next call (0: any new input)."""
+    if protocol.idle_timeout:
+        protocol._nc_active = time.monotonic()
     before = len(reader)
     while True:
         need = protocol.on_request(reader, writer)

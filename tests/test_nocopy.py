@@ -312,3 +312,29 @@ def test_example_frame_server_self_test():
                           '--self-test'], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert 'self-test passed' in out.stdout
+
+
+def test_idle_timeout_closes_idle_connections_only(loop, run):
+    class Idle(FrameEcho):
+        idle_timeout = 0.3
+
+    servers = []
+
+    async def main():
+        server, port = await serve(loop, lambda: Idle(servers))
+        # A busy client: a frame every 0.05 s for 0.9 s (three timeouts).
+        r1, w1 = await asyncio.open_connection('127.0.0.1', port)
+        for i in range(18):
+            w1.write(frame(b'%d' % i))
+            assert await r1.readexactly(4 + len(b'%d' % i)) == frame(b'%d' % i)
+            await asyncio.sleep(0.05)
+        assert not servers[0].lost.done()
+        # Then idle: the server closes it.
+        assert await asyncio.wait_for(r1.read(), 5) == b''
+        w1.close()
+        await w1.wait_closed()
+        server.close()
+        await server.wait_closed()
+
+    run(loop, main())
+    assert servers[0].events[-1] == 'lost'
