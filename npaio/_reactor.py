@@ -114,7 +114,17 @@ class Reactor:
             if tr is None:
                 continue
             if ln:
-                tr._on_data(arena[off:off + ln])
+                if tr._direct:
+                    # transports._data_received, without its two frames.
+                    try:
+                        tr._protocol.data_received(arena[off:off + ln])
+                    except (SystemExit, KeyboardInterrupt):
+                        raise
+                    except BaseException as exc:
+                        tr._fatal_error(exc, 'Fatal error: protocol.'
+                                        'data_received() call failed.')
+                else:
+                    tr._on_data(arena[off:off + ln])
             if flags & _RARE:
                 if flags & _EOF:
                     if ln:

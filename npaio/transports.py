@@ -71,7 +71,6 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
                 self._extra['peername'] = None
         self._sock = sock
         self._sock_fd = sock.fileno()
-        self.set_protocol(protocol)
         self._server = server
         self._conn_lost = 0
         self._closing = False
@@ -80,7 +79,7 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
         self._held = collections.deque()   # drained while paused
         self._held_eof = False
         self._lost_exc = None
-        self._empty_waiter = None
+        self.set_protocol(protocol)
         if self._server is not None:
             if _ATTACH_WITH_TRANSPORT:
                 self._server._attach(self)
@@ -122,6 +121,15 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
         else:
             self._read_mode = _SIMPLE
         self._protocol = protocol
+        self._update_direct()
+
+    def _update_direct(self):
+        # The reactor's dispatch may hand data straight to
+        # protocol.data_received (one Python frame per record instead of
+        # four) while this holds; otherwise it calls _on_data. Recomputed
+        # wherever one of its terms changes.
+        self._direct = (self._read_mode == _SIMPLE and not self._paused
+                        and not self._closing and not self._held)
 
     def get_protocol(self):
         return self._protocol
@@ -144,6 +152,7 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
         if not self.is_reading():
             return
         self._paused = True
+        self._direct = False
         lib.np_conn_pause_reading(self._conn)
         if self._loop.get_debug():
             logger.debug("%r pauses reading", self)
@@ -157,6 +166,7 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
             # resumes once it is all delivered.
             self._loop.call_soon(self._deliver_held)
         else:
+            self._update_direct()
             lib.np_conn_resume_reading(self._conn)
         if self._loop.get_debug():
             logger.debug("%r resumes reading", self)
@@ -172,10 +182,13 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
             self._on_eof()
             if self._closing:
                 return
+        self._update_direct()
         lib.np_conn_resume_reading(self._conn)
 
     def _on_data(self, data):
-        """Dispatch: `data` (bytes) drained for this transport."""
+        """Dispatch: `data` (bytes) drained for this transport, unless
+        ``_direct`` (then dispatch calls protocol.data_received itself, with
+        _data_received's error handling)."""
         if self._closing:
             return
         if self._paused or self._held:
@@ -254,7 +267,7 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
 
     def write(self, data):
         if (type(data) is bytes and data and not self._conn_lost
-                and not self._eof and self._empty_waiter is None):
+                and not self._eof):
             # The likely case first: one cffi call (it tries send() at once).
             n = lib.np_conn_write(self._conn, data, len(data))
             if n > self._high_water:
@@ -267,8 +280,6 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
                             f'not {type(data).__name__!r}')
         if self._eof:
             raise RuntimeError('Cannot call write() after write_eof()')
-        if self._empty_waiter is not None:
-            raise RuntimeError('unable to write; sendfile is in progress')
         if not data:
             return
         if self._conn_lost:
@@ -330,6 +341,7 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
         if self._closing:
             return
         self._closing = True
+        self._direct = False
         if self._conn is None:
             return
         if not lib.np_conn_close(self._conn, 0):
@@ -353,6 +365,7 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
                 self._fatal_error(exc, 'Fatal read error on socket transport')
             return
         self._closing = True
+        self._direct = False
         self._conn_lost += 1
         self._loop.call_soon(self._call_connection_lost, None)
 
@@ -375,6 +388,7 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
             return
         self._held.clear()
         self._closing = True
+        self._direct = False
         if self._conn is not None:
             lib.np_conn_close(self._conn, 1)
         self._conn_lost += 1
@@ -408,6 +422,7 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
     def _loop_closing(self):
         """The loop closes under us: no callbacks any more, no fd left."""
         self._closing = True
+        self._direct = False
         self._conn_lost += 1
         conn, self._conn = self._conn, None
         sock, self._sock = self._sock, None
