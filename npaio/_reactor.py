@@ -4,8 +4,10 @@ Owns the ``np_reactor`` of one loop and the map from connection id to
 transport.
 It is the only module besides ``transports`` that calls ``lib``.
 
-Hot path, per loop iteration: ``prepare_sleep()`` (only when the loop may
-block) and ``drain()``, one cffi call each. The drain fills a preallocated
+Hot path, per loop iteration: inline mode over an epoll selector (the
+default) makes ONE cffi call, ``poll()``, which waits, does the I/O and
+drains; otherwise ``prepare_sleep()`` (only when the loop may block) and
+``drain()``, one cffi call each. The drain fills a preallocated
 array of 24-byte records and copies the connections' input into one arena;
 ``struct.iter_unpack`` turns the records into tuples without per-field cffi
 access. ``dispatch()`` then runs as ONE handle appended to the loop's ready
@@ -100,6 +102,26 @@ class Reactor:
                                  self._arena, _ARENA_SIZE, efd_ready)
         self._pending = n
         return n
+
+    def watch_selector(self, fd):
+        """Inline mode: let poll() watch the loop selector's epoll fd."""
+        err = lib.np_reactor_watch_selector(self.r, fd)
+        if err:
+            raise OSError(err, os.strerror(err))
+
+    def poll(self, timeout_ms):
+        """Inline mode, the loop's select(): wait, do the I/O, drain (one
+        cffi call). Returns True if the loop's own selector has events."""
+        if self._pending:
+            # A dispatch still to run (an exception left it in the ready
+            # queue): keep its records, only poll.
+            n = lib.np_reactor_poll(self.r, timeout_ms, self._records, 0,
+                                    self._arena, _ARENA_SIZE)
+        else:
+            n = lib.np_reactor_poll(self.r, timeout_ms, self._records,
+                                    _MAX_RECORDS, self._arena, _ARENA_SIZE)
+            self._pending = n >> 1
+        return n & 1
 
     def dispatch(self):
         """Hand the drained records to their transports (a ready handle)."""

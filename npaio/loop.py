@@ -14,15 +14,19 @@ subprocesses, signals) and fills in the hooks through which
 - ``_process_events``: after the selector's own events, one drain of the
   reactor's completions per iteration, dispatched by one handle appended to
   the ready queue (where asyncio puts its own I/O callbacks);
-- the selector is wrapped so that, just before the loop may block, the
-  reactor learns it is asleep (pollers then wake it with an eventfd; a busy
-  loop gets no wake-ups at all).
+- the selector is wrapped. Inline mode over an epoll selector (the default):
+  ``_InlineSelector.select()`` is one C call that waits, does the
+  connections' I/O and drains (the selector proper runs only when its own
+  fds are ready). Otherwise ``_ReactorSelector``: just before the loop may
+  block, the reactor learns it is asleep (pollers then wake it with an
+  eventfd; a busy loop gets no wake-ups at all).
 
 It never touches ffi: ``_reactor`` and ``transports`` do.
 """
 
 import asyncio
 import errno
+import math
 import os
 import selectors
 
@@ -96,6 +100,43 @@ class _ReactorSelector:
         return getattr(self._selector, name)
 
 
+class _InlineSelector:
+    """Inline mode over an epoll selector: one C call per iteration.
+
+    The poller's epoll set watches the selector's epoll fd, so select() is
+    ``reactor.poll()``: it waits with the loop's timeout, does the ready
+    connections' I/O and drains their completions; the selector itself runs
+    (with timeout 0) only when one of its own fds (listening sockets, the
+    self-pipe, add_reader...) is ready."""
+
+    def __init__(self, selector, reactor):
+        self._selector = selector
+        self._reactor = reactor
+        self.register = selector.register
+        self.unregister = selector.unregister
+        self.modify = selector.modify
+        self.get_key = selector.get_key
+        self.get_map = selector.get_map
+
+    def select(self, timeout=None):
+        if timeout is None:
+            ms = -1
+        elif timeout <= 0:
+            ms = 0
+        else:
+            # EpollSelector rounds up too: never wake before a timer is due.
+            ms = math.ceil(timeout * 1e3)
+        if self._reactor.poll(ms):
+            return self._selector.select(0)
+        return []
+
+    def close(self):
+        self._selector.close()
+
+    def __getattr__(self, name):
+        return getattr(self._selector, name)
+
+
 class _ForkedSelector:
     """The selector of a loop inherited through fork(), for close() only.
 
@@ -130,6 +171,7 @@ class Loop(asyncio.SelectorEventLoop):
     # loop counts as closed, so __del__ has nothing to complain about.
     _closed = True
     _reactor = None
+    _inline_poll = False
 
     def __init__(self, selector=None, *, pollers=None, load_balance=None):
         pollers, load_balance = _check_options(pollers, load_balance)
@@ -137,9 +179,15 @@ class Loop(asyncio.SelectorEventLoop):
         super().__init__(selector)
         self._pid = os.getpid()
         self._reactor = Reactor(pollers, load_balance)
-        self._selector.register(self._reactor.efd, selectors.EVENT_READ, None)
         self._dispatch_handle = events.Handle(self._reactor.dispatch, (), self)
-        self._selector = _ReactorSelector(self._selector, self._reactor)
+        self._inline_poll = (pollers == 0
+                             and type(self._selector) is selectors.EpollSelector)
+        if self._inline_poll:
+            self._reactor.watch_selector(self._selector.fileno())
+            self._selector = _InlineSelector(self._selector, self._reactor)
+        else:
+            self._selector.register(self._reactor.efd, selectors.EVENT_READ, None)
+            self._selector = _ReactorSelector(self._selector, self._reactor)
 
     # -- statistics -------------------------------------------------------
 
@@ -152,6 +200,12 @@ class Loop(asyncio.SelectorEventLoop):
     # -- the hooks of base_events ------------------------------------------
 
     def _process_events(self, event_list):
+        if self._inline_poll:
+            # select() already drained (reactor.poll).
+            super()._process_events(event_list)
+            if self._reactor._pending:
+                self._ready.append(self._dispatch_handle)
+            return
         efd_ready = 0
         for i, (key, _) in enumerate(event_list):
             if key.data is None:
@@ -250,6 +304,7 @@ class Loop(asyncio.SelectorEventLoop):
             # Closing a loop inherited through fork(): touch nothing shared.
             self._selector = _ForkedSelector(self._selector)
         if reactor is not None:
-            self._selector.unregister(reactor.efd)
+            if not self._inline_poll:
+                self._selector.unregister(reactor.efd)
             reactor.close()
         super().close()

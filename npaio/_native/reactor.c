@@ -15,9 +15,17 @@
  * Both sides use seq_cst, so either the loop sees the queued connection or the
  * poller sees it asleep. A busy loop never sleeps and gets no eventfd writes.
  *
- * Inline mode (pollers=0): no poller thread. The loop's selector watches the
- * poller's epoll fd and each drain first runs one poller round with timeout 0
- * on the loop thread: no eventfd, no thread switch, the same C code.
+ * Inline mode (pollers=0): no poller thread, the loop thread runs the poller
+ * round itself: no eventfd, no thread switch, the same C code. Two ways:
+ *  - the loop's selector is an epoll one (the default): the poller's epoll set
+ *    also watches the selector's epoll fd (np_reactor_watch_selector) and the
+ *    loop's select() is ONE call, np_reactor_poll(): epoll_wait with the
+ *    loop's timeout, read/write the ready connections, drain the queue; the
+ *    loop runs its own selector (timeout 0) only when the mark fired. One
+ *    epoll_wait and one cffi call per iteration.
+ *  - any other selector: the selector watches the poller's epoll fd and
+ *    np_reactor_drain() runs a round with timeout 0 first (two waits and two
+ *    cffi calls per iteration, plus np_reactor_prepare_sleep).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -269,17 +277,10 @@ static void requeue(np_reactor *r, np_conn *c)
     pthread_mutex_unlock(&r->qlock);
 }
 
-int np_reactor_drain(np_reactor *r, np_record *recs, int maxrecs,
-                     char *arena, uint32_t arena_cap, int efd_ready)
+/* Loop thread: turn up to maxrecs queued connections into records. */
+static int drain_queue(np_reactor *r, np_record *recs, int maxrecs,
+                       char *arena, uint32_t arena_cap)
 {
-    atomic_store(&r->sleeping, 0);
-    if (r->inline_) {
-        np_poller_run(&r->pollers[0], 0);
-    } else if (efd_ready) {
-        uint64_t v;
-        ssize_t n = read(r->efd, &v, sizeof(v));
-        (void)n;
-    }
     int k = 0;
     uint32_t used = 0;
     while (k < maxrecs && used < arena_cap
@@ -339,6 +340,40 @@ int np_reactor_drain(np_reactor *r, np_record *recs, int maxrecs,
     NP_STAT(r->stats, NP_RS_DRAINS, 1);
     NP_STAT(r->stats, NP_RS_COMPLETIONS, k);
     return k;
+}
+
+int np_reactor_drain(np_reactor *r, np_record *recs, int maxrecs,
+                     char *arena, uint32_t arena_cap, int efd_ready)
+{
+    atomic_store(&r->sleeping, 0);
+    if (r->inline_) {
+        np_poller_run(&r->pollers[0], 0);
+    } else if (efd_ready) {
+        uint64_t v;
+        ssize_t n = read(r->efd, &v, sizeof(v));
+        (void)n;
+    }
+    return drain_queue(r, recs, maxrecs, arena, arena_cap);
+}
+
+/* Inline mode over an epoll selector (see the header comment). */
+int np_reactor_watch_selector(np_reactor *r, int fd)
+{
+    if (!r->inline_)
+        return EINVAL;
+    return np_poller_watch_selector(&r->pollers[0], fd);
+}
+
+int np_reactor_poll(np_reactor *r, int timeout, np_record *recs, int maxrecs,
+                    char *arena, uint32_t arena_cap)
+{
+    int sel_ready = 0;
+    /* Only the loop thread queues in inline mode: no sleep handshake, just
+     * do not block while completions wait. */
+    if (atomic_load_explicit(&r->qcount, memory_order_relaxed) > 0)
+        timeout = 0;
+    np_poller_run_inline(&r->pollers[0], timeout, &sel_ready);
+    return drain_queue(r, recs, maxrecs, arena, arena_cap) * 2 + sel_ready;
 }
 
 int np_reactor_stats(np_reactor *r, uint64_t *out, int cap)
