@@ -36,6 +36,20 @@
 #define NP_READ_BUDGET (256u * 1024u)
 #define NP_IN_HWM (256u * 1024u)
 
+/* Inline mode has one thread, the loop's: these locks guard nothing then
+ * (see reactor.c mlock). Only the per-event ones are skipped. */
+static inline void mlock(np_reactor *r, pthread_mutex_t *m)
+{
+    if (!r->inline_)
+        pthread_mutex_lock(m);
+}
+
+static inline void munlock(np_reactor *r, pthread_mutex_t *m)
+{
+    if (!r->inline_)
+        pthread_mutex_unlock(m);
+}
+
 
 void np_poller_wake(np_poller *p)
 {
@@ -58,6 +72,8 @@ void np_poller_release(np_poller *p, np_obj *o)
 /* Between batches: drop the owner references the loop gave back. */
 static void process_release(np_poller *p)
 {
+    if (p->reactor->inline_ && !p->release)   /* one thread: no race */
+        return;
     pthread_mutex_lock(&p->rlock);
     np_obj *o = p->release;
     p->release = NULL;
@@ -192,9 +208,9 @@ static void on_conn_event(np_poller *p, np_conn *c, uint32_t ev)
         return;
     if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
         int reading;
-        pthread_mutex_lock(&c->lock);
+        mlock(p->reactor, &c->lock);
         reading = (c->events & EPOLLIN) != 0;
-        pthread_mutex_unlock(&c->lock);
+        munlock(p->reactor, &c->lock);
         if (reading)
             on_readable(p, c);
         else if ((ev & (EPOLLHUP | EPOLLERR)) && !(ev & EPOLLOUT)) {

@@ -40,6 +40,21 @@
 #define NP_DRAIN_PER_CONN (256u * 1024u)
 #define NP_IN_LWM (64u * 1024u)
 
+/* Inline mode has one thread, the loop's: the queue and connection locks
+ * guard nothing then. Skipping them saves ~95 instructions per lock/unlock
+ * pair (callgrind), three pairs per echo request. */
+static inline void mlock(np_reactor *r, pthread_mutex_t *m)
+{
+    if (!r->inline_)
+        pthread_mutex_lock(m);
+}
+
+static inline void munlock(np_reactor *r, pthread_mutex_t *m)
+{
+    if (!r->inline_)
+        pthread_mutex_unlock(m);
+}
+
 np_reactor *np_reactor_new(int npollers, int balance, int *err)
 {
     *err = 0;
@@ -194,7 +209,7 @@ void np_post(np_conn *c, uint32_t flags, int err)
         atomic_store(&c->err, err);
     atomic_fetch_or(&c->pending, flags);
     int queued_now = 0;
-    pthread_mutex_lock(&r->qlock);
+    mlock(r, &r->qlock);
     if (!c->queued) {
         c->queued = 1;
         atomic_fetch_add(&c->refs, 1);
@@ -207,7 +222,7 @@ void np_post(np_conn *c, uint32_t flags, int err)
         atomic_fetch_add(&r->qcount, 1);
         queued_now = 1;
     }
-    pthread_mutex_unlock(&r->qlock);
+    munlock(r, &r->qlock);
     if (queued_now && !r->inline_ && atomic_exchange(&r->sleeping, 0)) {
         uint64_t one = 1;
         NP_STAT(r->stats, NP_RS_LOOP_WAKEUPS, 1);
@@ -231,7 +246,7 @@ int np_reactor_prepare_sleep(np_reactor *r)
 
 static np_conn *queue_pop(np_reactor *r)
 {
-    pthread_mutex_lock(&r->qlock);
+    mlock(r, &r->qlock);
     np_conn *c = r->qhead;
     if (c) {
         r->qhead = c->qnext;
@@ -240,7 +255,7 @@ static np_conn *queue_pop(np_reactor *r)
         c->queued = 0;
         atomic_fetch_sub(&r->qcount, 1);
     }
-    pthread_mutex_unlock(&r->qlock);
+    munlock(r, &r->qlock);
     return c;
 }
 
@@ -248,21 +263,21 @@ static np_conn *queue_pop(np_reactor *r)
  * length is checked under the lock, as the poller's throttle decision is. */
 static void maybe_unthrottle(np_conn *c)
 {
-    pthread_mutex_lock(&c->lock);
+    mlock(c->reactor, &c->lock);
     if (c->throttled && np_lb_len(&c->in) <= NP_IN_LWM) {
         c->throttled = 0;
         np_conn_update_interest(c);
     }
-    pthread_mutex_unlock(&c->lock);
+    munlock(c->reactor, &c->lock);
 }
 
 /* Loop thread: put c back at the queue's tail, handing over the queue
  * reference the caller holds (or dropping it if a poller queued c meanwhile). */
 static void requeue(np_reactor *r, np_conn *c)
 {
-    pthread_mutex_lock(&r->qlock);
+    mlock(r, &r->qlock);
     if (c->queued) {
-        pthread_mutex_unlock(&r->qlock);
+        munlock(r, &r->qlock);
         np_conn_unref(c);
         return;
     }
@@ -274,7 +289,7 @@ static void requeue(np_reactor *r, np_conn *c)
         r->qhead = c;
     r->qtail = c;
     atomic_fetch_add(&r->qcount, 1);
-    pthread_mutex_unlock(&r->qlock);
+    munlock(r, &r->qlock);
 }
 
 /* Loop thread: turn up to maxrecs queued connections into records. */
