@@ -32,6 +32,7 @@ BALANCERS = {
     'least_connections': lib.NP_LB_LEAST_CONN,
 }
 
+_poll = lib.np_reactor_poll     # a global: no getattr on cffi's Lib per call
 _MAX_RECORDS = 1024
 _ARENA_SIZE = 1 << 20
 _RECORD = struct.Struct('=QIiII')
@@ -118,8 +119,8 @@ class Reactor:
             n = lib.np_reactor_poll(self.r, timeout_ms, self._records, 0,
                                     self._arena, _ARENA_SIZE)
         else:
-            n = lib.np_reactor_poll(self.r, timeout_ms, self._records,
-                                    _MAX_RECORDS, self._arena, _ARENA_SIZE)
+            n = _poll(self.r, timeout_ms, self._records, _MAX_RECORDS,
+                      self._arena, _ARENA_SIZE)
             self._pending = n >> 1
         return n & 1
 

@@ -40,6 +40,10 @@ logger = logging.getLogger("asyncio")
 _BUFFERED = 1
 _SIMPLE = 0
 
+# A module global is found by a specialized LOAD_GLOBAL; ``lib.x`` is a
+# generic getattr on cffi's Lib object every time.
+_conn_write = lib.np_conn_write
+
 
 def _server_attach_takes_transport():
     import inspect
@@ -269,7 +273,7 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
         if (type(data) is bytes and data and not self._conn_lost
                 and not self._eof):
             # The likely case first: one cffi call (it tries send() at once).
-            n = lib.np_conn_write(self._conn, data, len(data))
+            n = _conn_write(self._conn, data, len(data))
             if n > self._high_water:
                 self._maybe_pause_protocol()
             elif n < 0:
