@@ -198,6 +198,26 @@ class Loop(asyncio.SelectorEventLoop):
             raise RuntimeError('Event loop is closed')
         return self._reactor.stats()
 
+    # -- scheduling ------------------------------------------------------
+
+    def call_soon(self, callback, *args, context=None):
+        # base_events' call_soon -> _check_closed -> _call_soon, in one frame
+        # (futures and tasks schedule every wake-up through here). Debug
+        # mode and a closed loop take asyncio's own steps, written out here:
+        # through super() the source traceback would gain our frame.
+        if self._debug or self._closed:
+            self._check_closed()
+            if self._debug:
+                self._check_thread()
+                self._check_callback(callback, 'call_soon')
+            handle = self._call_soon(callback, args, context)
+            if handle._source_traceback:
+                del handle._source_traceback[-1]
+            return handle
+        handle = events.Handle(callback, args, self, context)
+        self._ready.append(handle)
+        return handle
+
     # -- the hooks of base_events ------------------------------------------
 
     def _run_once(self):
