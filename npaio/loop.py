@@ -30,8 +30,9 @@ import heapq
 import math
 import os
 import selectors
+import sys
 
-from asyncio import base_events, constants, events, sslproto, trsock
+from asyncio import base_events, constants, events, format_helpers, sslproto, trsock
 
 from ._reactor import BALANCERS, Reactor
 from .transports import _NativeSocketTransport
@@ -48,6 +49,26 @@ _MAX_POLLERS = 256
 # stay there and the eventfd hand-off and thread switches cost more than the
 # reads saved. Threads will pay once writes are offloaded to them as well.
 _DEFAULT_POLLERS = 0
+
+
+_PLAIN_HANDLES = (events.Handle, events.TimerHandle)
+
+
+def _callback_failed(handle, exc):
+    """What events.Handle._run does when its callback raised."""
+    if sys.version_info >= (3, 13):
+        cb = format_helpers._format_callback_source(
+            handle._callback, handle._args, debug=handle._loop.get_debug())
+    else:
+        cb = format_helpers._format_callback_source(handle._callback, handle._args)
+    context = {
+        'message': f'Exception in callback {cb}',
+        'exception': exc,
+        'handle': handle,
+    }
+    if handle._source_traceback:
+        context['source_traceback'] = handle._source_traceback
+    handle._loop.call_exception_handler(context)
 
 
 def _check_options(pollers, load_balance):
@@ -287,12 +308,21 @@ class Loop(asyncio.SelectorEventLoop):
                 ready.append(handle)
 
         # Run the callbacks ready now, not those they schedule (asyncio's).
+        # Handle._run's body is inlined for asyncio's own handle classes.
         ntodo = len(ready)
         for i in range(ntodo):
             handle = ready.popleft()
             if handle._cancelled:
                 continue
-            handle._run()
+            if type(handle) in _PLAIN_HANDLES:
+                try:
+                    handle._context.run(handle._callback, *handle._args)
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    _callback_failed(handle, exc)
+            else:
+                handle._run()
         handle = None  # Needed to break cycles when an exception occurs.
 
     def _process_events(self, event_list):
