@@ -25,6 +25,7 @@ It never touches ffi: ``_reactor`` and ``transports`` do.
 """
 
 import asyncio
+import contextvars
 import errno
 import heapq
 import math
@@ -52,6 +53,15 @@ _DEFAULT_POLLERS = 0
 
 
 _PLAIN_HANDLES = (events.Handle, events.TimerHandle)
+
+# call_soon builds its Handle without Handle.__init__ (and the get_debug()
+# call in it) when Handle's fields are the ones known here (3.10-3.13);
+# otherwise it calls the class.
+_HANDLE_FIELDS = ('_callback', '_args', '_cancelled', '_loop',
+                  '_source_traceback', '_repr', '__weakref__', '_context')
+_FAST_HANDLE = getattr(events.Handle, '__slots__', None) == _HANDLE_FIELDS
+_new_handle = events.Handle.__new__
+_copy_context = contextvars.copy_context
 
 
 def _callback_failed(handle, exc):
@@ -235,7 +245,18 @@ class Loop(asyncio.SelectorEventLoop):
             if handle._source_traceback:
                 del handle._source_traceback[-1]
             return handle
-        handle = events.Handle(callback, args, self, context)
+        if _FAST_HANDLE:
+            # What Handle.__init__ does with debug off.
+            handle = _new_handle(events.Handle)
+            handle._context = _copy_context() if context is None else context
+            handle._loop = self
+            handle._callback = callback
+            handle._args = args
+            handle._cancelled = False
+            handle._repr = None
+            handle._source_traceback = None
+        else:
+            handle = events.Handle(callback, args, self, context)
         self._ready.append(handle)
         return handle
 
