@@ -78,6 +78,12 @@ class Reactor:
         self._arena = ffi.new('char[]', _ARENA_SIZE)
         # Slicing a cffi buffer gives bytes in one step (no memoryview).
         self._arena_buf = ffi.buffer(self._arena)
+        # poll()'s buffers as one struct; the second takes no records (for
+        # a poll while a dispatch is still due).
+        self._pollbuf = ffi.new('np_pollbuf *', (self._records, _MAX_RECORDS,
+                                                 self._arena, _ARENA_SIZE))
+        self._pollbuf_none = ffi.new('np_pollbuf *', (self._records, 0,
+                                                      self._arena, _ARENA_SIZE))
         self._transports = {}          # connection id -> transport
         self._pending = 0              # records drained, not yet dispatched
         self.accepts = 0               # connections the loop accepted
@@ -116,12 +122,9 @@ class Reactor:
         if self._pending:
             # A dispatch still to run (an exception left it in the ready
             # queue): keep its records, only poll.
-            n = lib.np_reactor_poll(self.r, timeout_ms, self._records, 0,
-                                    self._arena, _ARENA_SIZE)
-        else:
-            n = _poll(self.r, timeout_ms, self._records, _MAX_RECORDS,
-                      self._arena, _ARENA_SIZE)
-            self._pending = n >> 1
+            return _poll(self.r, self._pollbuf_none, timeout_ms) & 1
+        n = _poll(self.r, self._pollbuf, timeout_ms)
+        self._pending = n >> 1
         return n & 1
 
     def dispatch(self):

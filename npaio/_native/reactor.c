@@ -379,8 +379,7 @@ int np_reactor_watch_selector(np_reactor *r, int fd)
     return np_poller_watch_selector(&r->pollers[0], fd);
 }
 
-int np_reactor_poll(np_reactor *r, int timeout, np_record *recs, int maxrecs,
-                    char *arena, uint32_t arena_cap)
+int np_reactor_poll(np_reactor *r, np_pollbuf *pb, int timeout)
 {
     int sel_ready = 0;
     /* Only the loop thread queues in inline mode: no sleep handshake, just
@@ -388,7 +387,8 @@ int np_reactor_poll(np_reactor *r, int timeout, np_record *recs, int maxrecs,
     if (atomic_load_explicit(&r->qcount, memory_order_relaxed) > 0)
         timeout = 0;
     np_poller_run_inline(&r->pollers[0], timeout, &sel_ready);
-    return drain_queue(r, recs, maxrecs, arena, arena_cap) * 2 + sel_ready;
+    return drain_queue(r, pb->recs, pb->maxrecs, pb->arena, pb->arena_cap) * 2
+           + sel_ready;
 }
 
 int np_reactor_stats(np_reactor *r, uint64_t *out, int cap)
