@@ -60,8 +60,27 @@ _PLAIN_HANDLES = (events.Handle, events.TimerHandle)
 _HANDLE_FIELDS = ('_callback', '_args', '_cancelled', '_loop',
                   '_source_traceback', '_repr', '__weakref__', '_context')
 _FAST_HANDLE = getattr(events.Handle, '__slots__', None) == _HANDLE_FIELDS
+_FAST_TIMER = (_FAST_HANDLE and
+               list(getattr(events.TimerHandle, '__slots__', ())) == ['_scheduled', '_when'])
 _new_handle = events.Handle.__new__
 _copy_context = contextvars.copy_context
+
+
+def _push_timer(loop, when, callback, args, context):
+    """base_events.call_at's TimerHandle, pushed on the heap, as
+    TimerHandle.__init__ builds it with debug off (no __init__ frames)."""
+    timer = _new_handle(events.TimerHandle)
+    timer._context = _copy_context() if context is None else context
+    timer._loop = loop
+    timer._callback = callback
+    timer._args = args
+    timer._cancelled = False
+    timer._repr = None
+    timer._source_traceback = None
+    timer._when = when
+    heapq.heappush(loop._scheduled, timer)
+    timer._scheduled = True
+    return timer
 
 
 def _callback_failed(handle, exc):
@@ -259,6 +278,36 @@ class Loop(asyncio.SelectorEventLoop):
             handle = events.Handle(callback, args, self, context)
         self._ready.append(handle)
         return handle
+
+    def call_later(self, delay, callback, *args, context=None):
+        # base_events' call_later -> call_at -> TimerHandle, in two frames.
+        # Debug mode, a closed loop and bad arguments take asyncio's steps
+        # (written out: through super() the source traceback would differ).
+        if self._debug or self._closed or delay is None or not _FAST_TIMER:
+            if delay is None:
+                raise TypeError('delay must not be None')
+            timer = self.call_at(self.time() + delay, callback, *args,
+                                 context=context)
+            if timer._source_traceback:
+                del timer._source_traceback[-1]
+            return timer
+        return _push_timer(self, self.time() + delay, callback, args, context)
+
+    def call_at(self, when, callback, *args, context=None):
+        if self._debug or self._closed or when is None or not _FAST_TIMER:
+            if when is None:
+                raise TypeError("when cannot be None")
+            self._check_closed()
+            if self._debug:
+                self._check_thread()
+                self._check_callback(callback, 'call_at')
+            timer = events.TimerHandle(when, callback, args, self, context)
+            if timer._source_traceback:
+                del timer._source_traceback[-1]
+            heapq.heappush(self._scheduled, timer)
+            timer._scheduled = True
+            return timer
+        return _push_timer(self, when, callback, args, context)
 
     # -- the hooks of base_events ------------------------------------------
 
