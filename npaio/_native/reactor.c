@@ -26,6 +26,16 @@
  *  - any other selector: the selector watches the poller's epoll fd and
  *    np_reactor_drain() runs a round with timeout 0 first (two waits and two
  *    cffi calls per iteration, plus np_reactor_prepare_sleep).
+ * Inline mode also skips the queue and per-event connection locks: there is
+ * one thread (mlock/munlock).
+ *
+ * Measured (benchmarks/callgrind.py, user-space instructions of the server
+ * per 1 KiB echo request, 10 connections, ~10 requests per iteration):
+ * np_reactor_poll ~690 per request (drain_queue 400 of it, np_lb_copy_out
+ * 270); the cffi wrapper around np_conn_write ~950 on top of its own 125
+ * (argument conversion, GIL release and re-take: every cffi call pays it).
+ * Whole server: 8,131 vs uvloop 4,192; syscalls per request: read 1, send 1,
+ * epoll_wait 0.1 (uvloop: the same).
  */
 #include <errno.h>
 #include <stdlib.h>
