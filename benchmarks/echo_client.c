@@ -1,6 +1,8 @@
 /* echo_client: epoll load generator for echo servers.
  *
  *   echo_client -h HOST -p PORT -c CONNS -s SIZE -d DEPTH -t SECONDS [-w WARMUP]
+ *   echo_client ... -n COUNT      (exactly COUNT messages per connection, no time
+ *                                  limit: for instruction counts per request)
  *
  * Each connection keeps DEPTH messages of SIZE bytes in flight and checks every
  * echoed byte against a per-connection pattern.  Latency of a message is the time
@@ -70,12 +72,14 @@ static double pct_us(double p) {
 }
 
 static int ep, depth = 1;
+static uint64_t per_conn;  /* -n: messages per connection, 0 = until t_end */
 static long size = 1024;
 static uint64_t t_end;
 
 /* Queue up to DEPTH messages in flight and write what the socket takes. */
 static int pump(conn_t *c, uint64_t now) {
-    while (now < t_end && c->issued - c->done < (uint64_t)depth) {
+    while (now < t_end && c->issued - c->done < (uint64_t)depth
+           && (!per_conn || c->issued < per_conn)) {
         c->t_sent[c->issued % depth] = now;
         c->issued++;
     }
@@ -118,7 +122,7 @@ int main(int argc, char **argv) {
     int port = 25000, nconn = 10;
     double seconds = 5.0, warmup = 0.0;
     int opt;
-    while ((opt = getopt(argc, argv, "h:p:c:s:d:t:w:")) != -1) {
+    while ((opt = getopt(argc, argv, "h:p:c:s:d:t:w:n:")) != -1) {
         switch (opt) {
         case 'h': host = optarg; break;
         case 'p': port = atoi(optarg); break;
@@ -127,8 +131,9 @@ int main(int argc, char **argv) {
         case 'd': depth = atoi(optarg); break;
         case 't': seconds = atof(optarg); break;
         case 'w': warmup = atof(optarg); break;
+        case 'n': per_conn = strtoull(optarg, NULL, 10); seconds = 1e6; break;
         default:
-            fprintf(stderr, "usage: %s -h host -p port -c conns -s size -d depth -t secs [-w warmup]\n", argv[0]);
+            fprintf(stderr, "usage: %s -h host -p port -c conns -s size -d depth -t secs [-w warmup] [-n count]\n", argv[0]);
             return 2;
         }
     }
@@ -196,6 +201,7 @@ int main(int argc, char **argv) {
                     if (r < (ssize_t)sizeof rbuf) break;
                 }
             }
+            if (per_conn && c->done >= per_conn) goto dead2;   /* finished */
             if (pump(c, now) == 0) continue;
             errors++;
         dead2:

@@ -4,8 +4,10 @@ Owns the ``np_reactor`` of one loop and the map from connection id to
 transport.
 It is the only module besides ``transports`` that calls ``lib``.
 
-Hot path, per loop iteration: ``prepare_sleep()`` (only when the loop may
-block) and ``drain()``, one cffi call each. The drain fills a preallocated
+Hot path, per loop iteration: inline mode over an epoll selector (the
+default) makes ONE cffi call, ``poll()``, which waits, does the I/O and
+drains; otherwise ``prepare_sleep()`` (only when the loop may block) and
+``drain()``, one cffi call each. The drain fills a preallocated
 array of 24-byte records and copies the connections' input into one arena;
 ``struct.iter_unpack`` turns the records into tuples without per-field cffi
 access. ``dispatch()`` then runs as ONE handle appended to the loop's ready
@@ -30,6 +32,7 @@ BALANCERS = {
     'least_connections': lib.NP_LB_LEAST_CONN,
 }
 
+_poll = lib.np_reactor_poll     # a global: no getattr on cffi's Lib per call
 _MAX_RECORDS = 1024
 _ARENA_SIZE = 1 << 20
 _RECORD = struct.Struct('=QIiII')
@@ -79,6 +82,12 @@ class Reactor:
         self._arena = ffi.new('char[]', _ARENA_SIZE)
         # Slicing a cffi buffer gives bytes in one step (no memoryview).
         self._arena_buf = ffi.buffer(self._arena)
+        # poll()'s buffers as one struct; the second takes no records (for
+        # a poll while a dispatch is still due).
+        self._pollbuf = ffi.new('np_pollbuf *', (self._records, _MAX_RECORDS,
+                                                 self._arena, _ARENA_SIZE))
+        self._pollbuf_none = ffi.new('np_pollbuf *', (self._records, 0,
+                                                      self._arena, _ARENA_SIZE))
         self._transports = {}          # connection id -> transport
         self._pending = 0              # records drained, not yet dispatched
         self.accepts = 0               # connections the loop accepted
@@ -105,6 +114,23 @@ class Reactor:
         self._pending = n
         return n
 
+    def watch_selector(self, fd):
+        """Inline mode: let poll() watch the loop selector's epoll fd."""
+        err = lib.np_reactor_watch_selector(self.r, fd)
+        if err:
+            raise OSError(err, os.strerror(err))
+
+    def poll(self, timeout_ms):
+        """Inline mode, the loop's select(): wait, do the I/O, drain (one
+        cffi call). Returns True if the loop's own selector has events."""
+        if self._pending:
+            # A dispatch still to run (an exception left it in the ready
+            # queue): keep its records, only poll.
+            return _poll(self.r, self._pollbuf_none, timeout_ms) & 1
+        n = _poll(self.r, self._pollbuf, timeout_ms)
+        self._pending = n >> 1
+        return n & 1
+
     def dispatch(self):
         """Hand the drained records to their transports (a ready handle)."""
         n, self._pending = self._pending, 0
@@ -118,7 +144,17 @@ class Reactor:
             if tr is None:
                 continue
             if ln:
-                tr._on_data(arena[off:off + ln])
+                if tr._direct:
+                    # transports._data_received, without its two frames.
+                    try:
+                        tr._protocol.data_received(arena[off:off + ln])
+                    except (SystemExit, KeyboardInterrupt):
+                        raise
+                    except BaseException as exc:
+                        tr._fatal_error(exc, 'Fatal error: protocol.'
+                                        'data_received() call failed.')
+                else:
+                    tr._on_data(arena[off:off + ln])
             elif flags & _READ:
                 tr._on_input()      # no-copy: the data stayed in C
             if flags & _RARE:

@@ -14,19 +14,26 @@ subprocesses, signals) and fills in the hooks through which
 - ``_process_events``: after the selector's own events, one drain of the
   reactor's completions per iteration, dispatched by one handle appended to
   the ready queue (where asyncio puts its own I/O callbacks);
-- the selector is wrapped so that, just before the loop may block, the
-  reactor learns it is asleep (pollers then wake it with an eventfd; a busy
-  loop gets no wake-ups at all).
+- the selector is wrapped. Inline mode over an epoll selector (the default):
+  ``_InlineSelector.select()`` is one C call that waits, does the
+  connections' I/O and drains (the selector proper runs only when its own
+  fds are ready). Otherwise ``_ReactorSelector``: just before the loop may
+  block, the reactor learns it is asleep (pollers then wake it with an
+  eventfd; a busy loop gets no wake-ups at all).
 
 It never touches ffi: ``_reactor`` and ``transports`` do.
 """
 
 import asyncio
+import contextvars
 import errno
+import heapq
+import math
 import os
 import selectors
+import sys
 
-from asyncio import constants, events, sslproto, trsock
+from asyncio import base_events, constants, events, format_helpers, sslproto, trsock
 
 from ._reactor import BALANCERS, Reactor
 from .transports import _NativeSocketTransport
@@ -43,6 +50,54 @@ _MAX_POLLERS = 256
 # stay there and the eventfd hand-off and thread switches cost more than the
 # reads saved. Threads will pay once writes are offloaded to them as well.
 _DEFAULT_POLLERS = 0
+
+
+_PLAIN_HANDLES = (events.Handle, events.TimerHandle)
+
+# call_soon builds its Handle without Handle.__init__ (and the get_debug()
+# call in it) when Handle's fields are the ones known here (3.10-3.13);
+# otherwise it calls the class.
+_HANDLE_FIELDS = ('_callback', '_args', '_cancelled', '_loop',
+                  '_source_traceback', '_repr', '__weakref__', '_context')
+_FAST_HANDLE = getattr(events.Handle, '__slots__', None) == _HANDLE_FIELDS
+_FAST_TIMER = (_FAST_HANDLE and
+               list(getattr(events.TimerHandle, '__slots__', ())) == ['_scheduled', '_when'])
+_new_handle = events.Handle.__new__
+_copy_context = contextvars.copy_context
+
+
+def _push_timer(loop, when, callback, args, context):
+    """base_events.call_at's TimerHandle, pushed on the heap, as
+    TimerHandle.__init__ builds it with debug off (no __init__ frames)."""
+    timer = _new_handle(events.TimerHandle)
+    timer._context = _copy_context() if context is None else context
+    timer._loop = loop
+    timer._callback = callback
+    timer._args = args
+    timer._cancelled = False
+    timer._repr = None
+    timer._source_traceback = None
+    timer._when = when
+    heapq.heappush(loop._scheduled, timer)
+    timer._scheduled = True
+    return timer
+
+
+def _callback_failed(handle, exc):
+    """What events.Handle._run does when its callback raised."""
+    if sys.version_info >= (3, 13):
+        cb = format_helpers._format_callback_source(
+            handle._callback, handle._args, debug=handle._loop.get_debug())
+    else:
+        cb = format_helpers._format_callback_source(handle._callback, handle._args)
+    context = {
+        'message': f'Exception in callback {cb}',
+        'exception': exc,
+        'handle': handle,
+    }
+    if handle._source_traceback:
+        context['source_traceback'] = handle._source_traceback
+    handle._loop.call_exception_handler(context)
 
 
 def _check_options(pollers, load_balance):
@@ -96,6 +151,43 @@ class _ReactorSelector:
         return getattr(self._selector, name)
 
 
+class _InlineSelector:
+    """Inline mode over an epoll selector: one C call per iteration.
+
+    The poller's epoll set watches the selector's epoll fd, so select() is
+    ``reactor.poll()``: it waits with the loop's timeout, does the ready
+    connections' I/O and drains their completions; the selector itself runs
+    (with timeout 0) only when one of its own fds (listening sockets, the
+    self-pipe, add_reader...) is ready."""
+
+    def __init__(self, selector, reactor):
+        self._selector = selector
+        self._reactor = reactor
+        self.register = selector.register
+        self.unregister = selector.unregister
+        self.modify = selector.modify
+        self.get_key = selector.get_key
+        self.get_map = selector.get_map
+
+    def select(self, timeout=None):
+        if timeout is None:
+            ms = -1
+        elif timeout <= 0:
+            ms = 0
+        else:
+            # EpollSelector rounds up too: never wake before a timer is due.
+            ms = math.ceil(timeout * 1e3)
+        if self._reactor.poll(ms):
+            return self._selector.select(0)
+        return []
+
+    def close(self):
+        self._selector.close()
+
+    def __getattr__(self, name):
+        return getattr(self._selector, name)
+
+
 class _ForkedSelector:
     """The selector of a loop inherited through fork(), for close() only.
 
@@ -130,6 +222,7 @@ class Loop(asyncio.SelectorEventLoop):
     # loop counts as closed, so __del__ has nothing to complain about.
     _closed = True
     _reactor = None
+    _inline_poll = False
 
     def __init__(self, selector=None, *, pollers=None, load_balance=None):
         pollers, load_balance = _check_options(pollers, load_balance)
@@ -137,9 +230,15 @@ class Loop(asyncio.SelectorEventLoop):
         super().__init__(selector)
         self._pid = os.getpid()
         self._reactor = Reactor(pollers, load_balance)
-        self._selector.register(self._reactor.efd, selectors.EVENT_READ, None)
         self._dispatch_handle = events.Handle(self._reactor.dispatch, (), self)
-        self._selector = _ReactorSelector(self._selector, self._reactor)
+        self._inline_poll = (pollers == 0
+                             and type(self._selector) is selectors.EpollSelector)
+        if self._inline_poll:
+            self._reactor.watch_selector(self._selector.fileno())
+            self._selector = _InlineSelector(self._selector, self._reactor)
+        else:
+            self._selector.register(self._reactor.efd, selectors.EVENT_READ, None)
+            self._selector = _ReactorSelector(self._selector, self._reactor)
 
     # -- statistics -------------------------------------------------------
 
@@ -149,9 +248,160 @@ class Loop(asyncio.SelectorEventLoop):
             raise RuntimeError('Event loop is closed')
         return self._reactor.stats()
 
+    # -- scheduling ------------------------------------------------------
+
+    def call_soon(self, callback, *args, context=None):
+        # base_events' call_soon -> _check_closed -> _call_soon, in one frame
+        # (futures and tasks schedule every wake-up through here). Debug
+        # mode and a closed loop take asyncio's own steps, written out here:
+        # through super() the source traceback would gain our frame.
+        if self._debug or self._closed:
+            self._check_closed()
+            if self._debug:
+                self._check_thread()
+                self._check_callback(callback, 'call_soon')
+            handle = self._call_soon(callback, args, context)
+            if handle._source_traceback:
+                del handle._source_traceback[-1]
+            return handle
+        if _FAST_HANDLE:
+            # What Handle.__init__ does with debug off.
+            handle = _new_handle(events.Handle)
+            handle._context = _copy_context() if context is None else context
+            handle._loop = self
+            handle._callback = callback
+            handle._args = args
+            handle._cancelled = False
+            handle._repr = None
+            handle._source_traceback = None
+        else:
+            handle = events.Handle(callback, args, self, context)
+        self._ready.append(handle)
+        return handle
+
+    def call_later(self, delay, callback, *args, context=None):
+        # base_events' call_later -> call_at -> TimerHandle, in two frames.
+        # Debug mode, a closed loop and bad arguments take asyncio's steps
+        # (written out: through super() the source traceback would differ).
+        if self._debug or self._closed or delay is None or not _FAST_TIMER:
+            if delay is None:
+                raise TypeError('delay must not be None')
+            timer = self.call_at(self.time() + delay, callback, *args,
+                                 context=context)
+            if timer._source_traceback:
+                del timer._source_traceback[-1]
+            return timer
+        return _push_timer(self, self.time() + delay, callback, args, context)
+
+    def call_at(self, when, callback, *args, context=None):
+        if self._debug or self._closed or when is None or not _FAST_TIMER:
+            if when is None:
+                raise TypeError("when cannot be None")
+            self._check_closed()
+            if self._debug:
+                self._check_thread()
+                self._check_callback(callback, 'call_at')
+            timer = events.TimerHandle(when, callback, args, self, context)
+            if timer._source_traceback:
+                del timer._source_traceback[-1]
+            heapq.heappush(self._scheduled, timer)
+            timer._scheduled = True
+            return timer
+        return _push_timer(self, when, callback, args, context)
+
     # -- the hooks of base_events ------------------------------------------
 
+    def _run_once(self):
+        """base_events' _run_once (3.10-3.13 alike), with the inline
+        reactor's poll in place of selector.select().
+
+        Same steps in the same order; what it saves per iteration, when
+        nothing but I/O happened: the select() wrapper frame, the selector's
+        own select() when none of its fds is ready, both time() calls when
+        no timer is scheduled, the _process_events frames when the selector
+        had nothing. Debug mode, other selectors and pollers >= 1 (or a
+        selector replaced after __init__) take asyncio's own."""
+        selector = self._selector
+        if self._debug or type(selector) is not _InlineSelector:
+            return super()._run_once()
+        ready = self._ready
+        scheduled = self._scheduled
+        if scheduled:
+            sched_count = len(scheduled)
+            if (sched_count > base_events._MIN_SCHEDULED_TIMER_HANDLES and
+                self._timer_cancelled_count / sched_count >
+                    base_events._MIN_CANCELLED_TIMER_HANDLES_FRACTION):
+                # Remove delayed calls that were cancelled if their number
+                # is too high
+                new_scheduled = []
+                for handle in scheduled:
+                    if handle._cancelled:
+                        handle._scheduled = False
+                    else:
+                        new_scheduled.append(handle)
+                heapq.heapify(new_scheduled)
+                self._scheduled = scheduled = new_scheduled
+                self._timer_cancelled_count = 0
+            else:
+                # Remove delayed calls that were cancelled from head of queue.
+                while scheduled and scheduled[0]._cancelled:
+                    self._timer_cancelled_count -= 1
+                    handle = heapq.heappop(scheduled)
+                    handle._scheduled = False
+
+        if ready or self._stopping:
+            ms = 0
+        elif scheduled:
+            timeout = scheduled[0]._when - self.time()
+            if timeout <= 0:
+                ms = 0
+            else:
+                # EpollSelector rounds up too: never wake before a timer is due.
+                ms = math.ceil(min(timeout, base_events.MAXIMUM_SELECT_TIMEOUT) * 1e3)
+        else:
+            ms = -1
+        reactor = self._reactor
+        if reactor.poll(ms):
+            self._process_events(selector._selector.select(0))
+        elif reactor._pending:
+            ready.append(self._dispatch_handle)
+
+        if scheduled:
+            # Handle 'later' callbacks that are ready.
+            end_time = self.time() + self._clock_resolution
+            while scheduled:
+                handle = scheduled[0]
+                if handle._when >= end_time:
+                    break
+                handle = heapq.heappop(scheduled)
+                handle._scheduled = False
+                ready.append(handle)
+
+        # Run the callbacks ready now, not those they schedule (asyncio's).
+        # Handle._run's body is inlined for asyncio's own handle classes.
+        ntodo = len(ready)
+        for i in range(ntodo):
+            handle = ready.popleft()
+            if handle._cancelled:
+                continue
+            if type(handle) in _PLAIN_HANDLES:
+                try:
+                    handle._context.run(handle._callback, *handle._args)
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    _callback_failed(handle, exc)
+            else:
+                handle._run()
+        handle = None  # Needed to break cycles when an exception occurs.
+
     def _process_events(self, event_list):
+        if self._inline_poll:
+            # select() already drained (reactor.poll).
+            super()._process_events(event_list)
+            if self._reactor._pending:
+                self._ready.append(self._dispatch_handle)
+            return
         efd_ready = 0
         for i, (key, _) in enumerate(event_list):
             if key.data is None:
@@ -250,6 +500,7 @@ class Loop(asyncio.SelectorEventLoop):
             # Closing a loop inherited through fork(): touch nothing shared.
             self._selector = _ForkedSelector(self._selector)
         if reactor is not None:
-            self._selector.unregister(reactor.efd)
+            if not self._inline_poll:
+                self._selector.unregister(reactor.efd)
             reactor.close()
         super().close()

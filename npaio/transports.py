@@ -65,6 +65,10 @@ class _ConnWriter(LinkBuffer):
         if _PINS and lib.np_pins_pending():
             linkbuffer.collect_pins()
 
+# A module global is found by a specialized LOAD_GLOBAL; ``lib.x`` is a
+# generic getattr on cffi's Lib object every time.
+_conn_write = lib.np_conn_write
+
 
 def _server_attach_takes_transport():
     import inspect
@@ -99,7 +103,6 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
         self._conn = None
         self._nc_reader = self._nc_writer = None
         self._nc_need = 0
-        self.set_protocol(protocol)
         self._server = server
         self._conn_lost = 0
         self._closing = False
@@ -108,7 +111,7 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
         self._held = collections.deque()   # drained while paused
         self._held_eof = False
         self._lost_exc = None
-        self._empty_waiter = None
+        self.set_protocol(protocol)
         if self._server is not None:
             if _ATTACH_WITH_TRANSPORT:
                 self._server._attach(self)
@@ -157,6 +160,15 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
             self._set_nocopy(mode == _NOCOPY)
         self._read_mode = mode
         self._protocol = protocol
+        self._update_direct()
+
+    def _update_direct(self):
+        # The reactor's dispatch may hand data straight to
+        # protocol.data_received (one Python frame per record instead of
+        # four) while this holds; otherwise it calls _on_data. Recomputed
+        # wherever one of its terms changes.
+        self._direct = (self._read_mode == _SIMPLE and not self._paused
+                        and not self._closing and not self._held)
 
     def _set_nocopy(self, on):
         """Read the connection's input LinkBuffer in Python (no arena copy)."""
@@ -190,6 +202,7 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
         if not self.is_reading():
             return
         self._paused = True
+        self._direct = False
         lib.np_conn_pause_reading(self._conn)
         if self._loop.get_debug():
             logger.debug("%r pauses reading", self)
@@ -203,6 +216,7 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
             # resumes once it is all delivered.
             self._loop.call_soon(self._deliver_held)
         else:
+            self._update_direct()
             lib.np_conn_resume_reading(self._conn)
         if self._loop.get_debug():
             logger.debug("%r resumes reading", self)
@@ -218,10 +232,13 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
             self._on_eof()
             if self._closing:
                 return
+        self._update_direct()
         lib.np_conn_resume_reading(self._conn)
 
     def _on_data(self, data):
-        """Dispatch: `data` (bytes) drained for this transport."""
+        """Dispatch: `data` (bytes) drained for this transport, unless
+        ``_direct`` (then dispatch calls protocol.data_received itself, with
+        _data_received's error handling)."""
         if self._closing:
             return
         if self._paused or self._held:
@@ -319,9 +336,9 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
 
     def write(self, data):
         if (type(data) is bytes and data and not self._conn_lost
-                and not self._eof and self._empty_waiter is None):
+                and not self._eof):
             # The likely case first: one cffi call (it tries send() at once).
-            n = lib.np_conn_write(self._conn, data, len(data))
+            n = _conn_write(self._conn, data, len(data))
             if n > self._high_water:
                 self._maybe_pause_protocol()
             elif n < 0:
@@ -332,8 +349,6 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
                             f'not {type(data).__name__!r}')
         if self._eof:
             raise RuntimeError('Cannot call write() after write_eof()')
-        if self._empty_waiter is not None:
-            raise RuntimeError('unable to write; sendfile is in progress')
         if not data:
             return
         if self._conn_lost:
@@ -356,8 +371,6 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
         to the connection without a copy."""
         if self._eof:
             raise RuntimeError('Cannot call write() after write_eof()')
-        if self._empty_waiter is not None:
-            raise RuntimeError('unable to write; sendfile is in progress')
         if self._conn_lost or self._conn is None:
             buf.skip(len(buf))
             if self._conn_lost >= constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES:
@@ -414,6 +427,7 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
         if self._closing:
             return
         self._closing = True
+        self._direct = False
         if self._conn is None:
             return
         if not lib.np_conn_close(self._conn, 0):
@@ -437,6 +451,7 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
                 self._fatal_error(exc, 'Fatal read error on socket transport')
             return
         self._closing = True
+        self._direct = False
         self._conn_lost += 1
         self._loop.call_soon(self._call_connection_lost, None)
 
@@ -459,6 +474,7 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
             return
         self._held.clear()
         self._closing = True
+        self._direct = False
         if self._conn is not None:
             lib.np_conn_close(self._conn, 1)
         self._conn_lost += 1
@@ -498,6 +514,7 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
     def _loop_closing(self):
         """The loop closes under us: no callbacks any more, no fd left."""
         self._closing = True
+        self._direct = False
         self._conn_lost += 1
         self._detach_nocopy()
         conn, self._conn = self._conn, None

@@ -92,7 +92,7 @@ void np_pin_release(uint64_t pin);                    /* any thread */
 #define NP_IN_HWM (256u * 1024u)
 #define NP_IN_LWM (64u * 1024u)
 
-enum { NP_KIND_CONN = 1, NP_KIND_WAKE = 2 };
+enum { NP_KIND_CONN = 1, NP_KIND_WAKE = 2, NP_KIND_SELECTOR = 3 };
 
 typedef struct np_poller np_poller;
 
@@ -200,6 +200,8 @@ void np_conn_register(np_conn *c, np_poller *p);       /* any thread */
 
 int np_poller_start(np_poller *p, np_reactor *r, int index, int thread);
 int np_poller_run(np_poller *p, int timeout);            /* its thread, or inline */
+int np_poller_run_inline(np_poller *p, int timeout, int *sel_ready); /* loop */
+int np_poller_watch_selector(np_poller *p, int fd);    /* loop, inline mode */
 void np_poller_stop(np_poller *p);                     /* loop: stop + join */
 void np_poller_destroy(np_poller *p);
 void np_poller_wake(np_poller *p);                     /* any thread */

@@ -65,6 +65,24 @@ int np_reactor_npollers(np_reactor *r);
 int np_reactor_prepare_sleep(np_reactor *r);
 int np_reactor_drain(np_reactor *r, np_record *recs, int maxrecs,
                      char *arena, uint32_t arena_cap, int efd_ready);
+/* np_reactor_poll()'s output buffers, filled in once by the loop: one
+ * pointer argument per call instead of four (each cffi argument costs
+ * ~50-100 instructions to convert). */
+typedef struct np_pollbuf {
+    np_record *recs;
+    int maxrecs;
+    char *arena;
+    uint32_t arena_cap;
+} np_pollbuf;
+
+/* Inline mode over an epoll selector: put the loop selector's epoll fd in
+ * the poller's set (returns 0 or an errno); then, once per loop iteration,
+ * np_reactor_poll() waits up to `timeout` ms (-1: forever; 0 if completions
+ * are queued), handles the ready connections and drains like
+ * np_reactor_drain() into `pb`. Returns records * 2, plus 1 if the
+ * selector's fd is readable (the loop then runs its selector, timeout 0). */
+int np_reactor_watch_selector(np_reactor *r, int fd);
+int np_reactor_poll(np_reactor *r, np_pollbuf *pb, int timeout);
 int np_reactor_stats(np_reactor *r, uint64_t *out, int cap);
 void np_native_counters(uint64_t *out);
 

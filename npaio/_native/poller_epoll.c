@@ -35,6 +35,20 @@
 #define NP_READ_MAX (64u * 1024u)
 #define NP_READ_BUDGET (256u * 1024u)
 
+/* Inline mode has one thread, the loop's: these locks guard nothing then
+ * (see reactor.c mlock). Only the per-event ones are skipped. */
+static inline void mlock(np_reactor *r, pthread_mutex_t *m)
+{
+    if (!r->inline_)
+        pthread_mutex_lock(m);
+}
+
+static inline void munlock(np_reactor *r, pthread_mutex_t *m)
+{
+    if (!r->inline_)
+        pthread_mutex_unlock(m);
+}
+
 
 void np_poller_wake(np_poller *p)
 {
@@ -57,6 +71,8 @@ void np_poller_release(np_poller *p, np_obj *o)
 /* Between batches: drop the owner references the loop gave back. */
 static void process_release(np_poller *p)
 {
+    if (p->reactor->inline_ && !p->release)   /* one thread: no race */
+        return;
     pthread_mutex_lock(&p->rlock);
     np_obj *o = p->release;
     p->release = NULL;
@@ -191,9 +207,9 @@ static void on_conn_event(np_poller *p, np_conn *c, uint32_t ev)
         return;
     if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
         int reading;
-        pthread_mutex_lock(&c->lock);
+        mlock(p->reactor, &c->lock);
         reading = (c->events & EPOLLIN) != 0;
-        pthread_mutex_unlock(&c->lock);
+        munlock(p->reactor, &c->lock);
         if (reading)
             on_readable(p, c);
         else if ((ev & (EPOLLHUP | EPOLLERR)) && !(ev & EPOLLOUT)) {
@@ -210,10 +226,23 @@ static void on_conn_event(np_poller *p, np_conn *c, uint32_t ev)
         on_writable(c);
 }
 
+/* Inline mode over an epoll selector: the loop selector's epoll fd sits in
+ * this poller's set with this marker as its data, so one epoll_wait serves
+ * both (np_reactor_poll). Its event is only reported, never consumed: the
+ * loop then runs its selector with timeout 0. */
+static np_obj selector_mark = { .kind = NP_KIND_SELECTOR };
+
+int np_poller_watch_selector(np_poller *p, int fd)
+{
+    struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &selector_mark };
+    return epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? errno : 0;
+}
+
 /* One round: free what the loop released, wait up to `timeout` ms, handle
- * the batch. Run by the poller thread, or by the loop thread itself in inline
- * mode (pollers=0), where the loop's selector watches epfd instead. */
-int np_poller_run(np_poller *p, int timeout)
+ * the batch; *sel_ready (if given) is set when the selector mark fired. Run
+ * by the poller thread, or by the loop thread itself in inline mode
+ * (pollers=0). */
+int np_poller_run_inline(np_poller *p, int timeout, int *sel_ready)
 {
     struct epoll_event evs[NP_EVENTS];
     process_release(p);
@@ -224,15 +253,22 @@ int np_poller_run(np_poller *p, int timeout)
     NP_STAT(p->stats, NP_PS_EVENTS, n);
     for (int i = 0; i < n; i++) {
         np_obj *o = evs[i].data.ptr;
-        if (o->kind == NP_KIND_WAKE) {
+        if (NP_LIKELY(o->kind == NP_KIND_CONN)) {
+            on_conn_event(p, (np_conn *)o, evs[i].events);
+        } else if (o->kind == NP_KIND_WAKE) {
             uint64_t v;
             ssize_t rd = read(p->efd, &v, sizeof(v));
             (void)rd;
-        } else {
-            on_conn_event(p, (np_conn *)o, evs[i].events);
+        } else if (sel_ready) {
+            *sel_ready = 1;
         }
     }
     return n;
+}
+
+int np_poller_run(np_poller *p, int timeout)
+{
+    return np_poller_run_inline(p, timeout, NULL);
 }
 
 static void *poller_main(void *arg)
