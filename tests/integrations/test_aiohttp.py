@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from _integ import (EXAMPLES, NPAIO_LOOP, ServerProcess, free_port, graceful_stop,
+from _integ import (live_counters, EXAMPLES, NPAIO_LOOP, ServerProcess, free_port, graceful_stop,
                     http_battery, websocket_battery)
 
 import npaio
@@ -72,7 +72,7 @@ async def test_aiohttp_in_process_with_aiohttp_client():
     from aiohttp import web
     example = _load_example()
     assert type(asyncio.get_running_loop()) is npaio.Loop
-    before = _live_counters()
+    before = live_counters()
     runner = web.AppRunner(example.make_app())
     await runner.setup()
     site = web.TCPSite(runner, '127.0.0.1', 0)
@@ -104,15 +104,7 @@ async def test_aiohttp_in_process_with_aiohttp_client():
         await runner.cleanup()
     # Every native connection of the server and the clients is gone.
     for _ in range(50):
-        if _live_counters() == before:
+        if live_counters() == before:
             break
         await asyncio.sleep(0.02)
-    assert _live_counters() == before
-
-
-def _live_counters():
-    """Live native objects (not the running node allocation totals)."""
-    live = npaio.native_counters()
-    live.pop('node_allocs')
-    live.pop('node_frees')
-    return live
+    assert live_counters() == before

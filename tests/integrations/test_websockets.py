@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from _integ import (EXAMPLES, NPAIO_LOOP, ServerProcess, free_port,
+from _integ import (live_counters, EXAMPLES, NPAIO_LOOP, ServerProcess, free_port,
                     websocket_battery)
 
 import npaio
@@ -60,20 +60,12 @@ async def test_websockets_in_process():
     finally:
         sys.path.remove(str(EXAMPLES))
     assert type(asyncio.get_running_loop()) is npaio.Loop
-    before = _live_counters()
+    before = live_counters()
     async with serve(example.echo, '127.0.0.1', 0, max_size=16 * 1024 * 1024) as server:
         port = server.sockets[0].getsockname()[1]
         await websocket_battery(f'ws://127.0.0.1:{port}')
     for _ in range(50):
-        if _live_counters() == before:
+        if live_counters() == before:
             break
         await asyncio.sleep(0.02)
-    assert _live_counters() == before
-
-
-def _live_counters():
-    """Live native objects (not the running node allocation totals)."""
-    live = npaio.native_counters()
-    live.pop('node_allocs')
-    live.pop('node_frees')
-    return live
+    assert live_counters() == before
