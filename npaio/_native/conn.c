@@ -251,7 +251,10 @@ void np_conn_input_consumed(np_conn *c, size_t need)
  * without copying them: sendmsg straight from b's nodes when nothing is
  * queued, and what the kernel does not take moves, nodes and all, to the
  * output LinkBuffer for the poller. b is left empty. Returns what np_conn_write
- * returns. */
+ * returns. (Moving the nodes to `out` first and sending with
+ * np_conn_flush_locked would be shorter, but then the last sent node stays as
+ * out's tail until the connection is freed, and with it any Python object a
+ * foreign node pins: tried, a test's teardown saw the node still alive.) */
 int64_t np_conn_write_lb(np_conn *c, np_linkbuffer *b)
 {
     np_reactor *r = c->reactor;
