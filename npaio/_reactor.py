@@ -9,8 +9,7 @@ default) makes ONE cffi call, ``poll()``, which waits, does the I/O and
 drains; otherwise ``prepare_sleep()`` (only when the loop may block) and
 ``drain()``, one cffi call each. The drain fills a preallocated
 array of 24-byte records and copies the connections' input into one arena;
-``struct.iter_unpack`` turns the records into tuples without per-field cffi
-access. ``dispatch()`` then runs as ONE handle appended to the loop's ready
+``_speedups.dispatch`` (C) reads them in place. ``dispatch()`` then runs as ONE handle appended to the loop's ready
 queue, so I/O callbacks come after the callbacks that were ready before them,
 exactly where asyncio's selector loop puts its ``_read_ready`` handles (a task
 that awaited create_connection() resumes before the first data_received).
@@ -20,9 +19,9 @@ dispatch a connection can be closed, freed and its address reused.
 """
 
 import os
-import struct
 
 from ._np import ffi, lib
+from . import _speedups
 
 __all__ = ['Reactor', 'ffi', 'lib', 'native_counters', 'BALANCERS']
 
@@ -35,8 +34,9 @@ BALANCERS = {
 _poll = lib.np_reactor_poll     # a global: no getattr on cffi's Lib per call
 _MAX_RECORDS = 1024
 _ARENA_SIZE = 1 << 20
-_RECORD = struct.Struct('=QIiII')
-assert _RECORD.size == ffi.sizeof('np_record')
+assert ffi.sizeof('np_record') == _speedups.record_size()
+_speedups.set_conn_write(int(ffi.cast('uintptr_t', ffi.addressof(lib, 'np_conn_write'))))
+_dispatch = _speedups.dispatch
 
 _READ = lib.NP_EV_READ
 _EOF = lib.NP_EV_EOF
@@ -63,6 +63,27 @@ def native_counters():
     return {name: int(out[i]) for i, name in enumerate(_COUNTERS)}
 
 
+def _dispatch_record(tr, flags, err, data):
+    """One completion record that is not plain data for a ``_direct``
+    transport: ``data`` is its bytes or None."""
+    if data is not None:
+        tr._on_data(data)
+    elif flags & _READ:
+        tr._on_input()      # no-copy: the data stayed in C
+    if flags & _RARE:
+        if flags & _EOF:
+            if flags & _READ:
+                # asyncio's selector loop sees EOF one iteration
+                # after the data (the next recv() returns b'').
+                tr._loop.call_soon(tr._on_eof)
+            else:
+                tr._on_eof()
+        if flags & _DRAINED:
+            tr._on_drained()
+        if flags & _CLOSED:
+            tr._on_closed(err, flags & _WRITE_ERROR)
+
+
 class Reactor:
     """One loop's native reactor: P poller threads and the completion queue."""
 
@@ -78,16 +99,15 @@ class Reactor:
         self.npollers = lib.np_reactor_npollers(r)  # poller rounds with stats
         self.balance = balance
         self._records = ffi.new('np_record[]', _MAX_RECORDS)
-        self._records_buf = ffi.buffer(self._records)
         self._arena = ffi.new('char[]', _ARENA_SIZE)
-        # Slicing a cffi buffer gives bytes in one step (no memoryview).
-        self._arena_buf = ffi.buffer(self._arena)
         # poll()'s buffers as one struct; the second takes no records (for
         # a poll while a dispatch is still due).
         self._pollbuf = ffi.new('np_pollbuf *', (self._records, _MAX_RECORDS,
                                                  self._arena, _ARENA_SIZE))
         self._pollbuf_none = ffi.new('np_pollbuf *', (self._records, 0,
                                                       self._arena, _ARENA_SIZE))
+        self._records_addr = int(ffi.cast('uintptr_t', self._records))
+        self._arena_addr = int(ffi.cast('uintptr_t', self._arena))
         self._transports = {}          # connection id -> transport
         self._pending = 0              # records drained, not yet dispatched
         self.accepts = 0               # connections the loop accepted
@@ -132,43 +152,16 @@ class Reactor:
         return n & 1
 
     def dispatch(self):
-        """Hand the drained records to their transports (a ready handle)."""
+        """Hand the drained records to their transports (a ready handle).
+
+        In C (speedups.c): plain data for a transport whose ``_direct``
+        holds goes straight to protocol.data_received, with
+        _data_received's error handling; every other record comes to
+        _dispatch_record below."""
         n, self._pending = self._pending, 0
-        if not n:
-            return
-        arena = self._arena_buf
-        transports = self._transports
-        for cid, flags, err, off, ln in _RECORD.iter_unpack(
-                self._records_buf[:n * _RECORD.size]):
-            tr = transports.get(cid)
-            if tr is None:
-                continue
-            if ln:
-                if tr._direct:
-                    # transports._data_received, without its two frames.
-                    try:
-                        tr._protocol.data_received(arena[off:off + ln])
-                    except (SystemExit, KeyboardInterrupt):
-                        raise
-                    except BaseException as exc:
-                        tr._fatal_error(exc, 'Fatal error: protocol.'
-                                        'data_received() call failed.')
-                else:
-                    tr._on_data(arena[off:off + ln])
-            elif flags & _READ:
-                tr._on_input()      # no-copy: the data stayed in C
-            if flags & _RARE:
-                if flags & _EOF:
-                    if flags & _READ:
-                        # asyncio's selector loop sees EOF one iteration
-                        # after the data (the next recv() returns b'').
-                        tr._loop.call_soon(tr._on_eof)
-                    else:
-                        tr._on_eof()
-                if flags & _DRAINED:
-                    tr._on_drained()
-                if flags & _CLOSED:
-                    tr._on_closed(err, flags & _WRITE_ERROR)
+        if n:
+            _dispatch(self._records_addr, n, self._arena_addr,
+                      self._transports, _dispatch_record)
 
     # -- statistics and teardown ------------------------------------------
 

@@ -35,6 +35,7 @@ import sys
 
 from asyncio import base_events, constants, events, format_helpers, sslproto, trsock
 
+from . import _speedups
 from ._reactor import BALANCERS, Reactor
 from .transports import _NativeSocketTransport
 
@@ -52,7 +53,7 @@ _MAX_POLLERS = 256
 _DEFAULT_POLLERS = 0
 
 
-_PLAIN_HANDLES = (events.Handle, events.TimerHandle)
+_run_ready = _speedups.run_ready
 
 # call_soon builds its Handle without Handle.__init__ (and the get_debug()
 # call in it) when Handle's fields are the ones known here (3.10-3.13);
@@ -377,23 +378,11 @@ class Loop(asyncio.SelectorEventLoop):
                 handle._scheduled = False
                 ready.append(handle)
 
-        # Run the callbacks ready now, not those they schedule (asyncio's).
-        # Handle._run's body is inlined for asyncio's own handle classes.
-        ntodo = len(ready)
-        for i in range(ntodo):
-            handle = ready.popleft()
-            if handle._cancelled:
-                continue
-            if type(handle) in _PLAIN_HANDLES:
-                try:
-                    handle._context.run(handle._callback, *handle._args)
-                except (SystemExit, KeyboardInterrupt):
-                    raise
-                except BaseException as exc:
-                    _callback_failed(handle, exc)
-            else:
-                handle._run()
-        handle = None  # Needed to break cycles when an exception occurs.
+        # Run the callbacks ready now, not those they schedule (asyncio's
+        # loop, in C: speedups.c's run_ready). Handle._run's body runs there
+        # for asyncio's own handle classes, _callback_failed being its
+        # except branch; other classes get their own _run().
+        _run_ready(ready, events.Handle, events.TimerHandle, _callback_failed)
 
     def _process_events(self, event_list):
         if self._inline_poll:

@@ -34,6 +34,7 @@ import warnings
 from asyncio import base_events, constants, protocols, transports, trsock
 
 from ._reactor import ffi, lib
+from ._speedups import TransportBase
 from . import linkbuffer
 from .linkbuffer import _PINS, LinkBuffer, _lb_flush, _lb_len
 from .nocopy import NocopyProtocol, run_on_request
@@ -65,10 +66,6 @@ class _ConnWriter(LinkBuffer):
         if _PINS and lib.np_pins_pending():
             linkbuffer.collect_pins()
 
-# A module global is found by a specialized LOAD_GLOBAL; ``lib.x`` is a
-# generic getattr on cffi's Lib object every time.
-_conn_write = lib.np_conn_write
-
 
 def _server_attach_takes_transport():
     import inspect
@@ -79,11 +76,21 @@ def _server_attach_takes_transport():
 _ATTACH_WITH_TRANSPORT = _server_attach_takes_transport()
 
 
-class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport):
-    """A TCP or Unix stream transport whose I/O runs on a poller thread."""
+class _NativeSocketTransport(TransportBase, transports._FlowControlMixin,
+                             transports.Transport):
+    """A TCP or Unix stream transport whose I/O runs on a poller thread.
+
+    write() is TransportBase's, in C (npaio/_native/speedups.c): for
+    non-empty bytes while ``_wconn`` holds the connection's address it calls
+    np_conn_write itself; everything else comes to ``_write_slow`` and any
+    non-zero result to ``_write_done``. ``_wconn`` is 0 whenever the
+    connection is gone, lost (``_conn_lost``) or shut for writing (``_eof``):
+    every place that sets one of those clears it, before the connection is
+    released."""
 
     _start_tls_compatible = True
     _sendfile_compatible = constants._SendfileMode.FALLBACK
+    _wconn = 0          # the np_conn's address while the fast write() may run
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None,
                  server=None):
@@ -125,6 +132,7 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
         if conn == ffi.NULL:
             raise OSError(err[0], os.strerror(err[0]))
         self._conn = conn
+        self._wconn = int(ffi.cast('uintptr_t', conn))
         self._cid = loop._reactor.add_transport(conn, self)
         if self._read_mode == _NOCOPY:
             self._set_nocopy(True)
@@ -334,16 +342,9 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
 
     # -- writing ----------------------------------------------------------
 
-    def write(self, data):
-        if (type(data) is bytes and data and not self._conn_lost
-                and not self._eof):
-            # The likely case first: one cffi call (it tries send() at once).
-            n = _conn_write(self._conn, data, len(data))
-            if n > self._high_water:
-                self._maybe_pause_protocol()
-            elif n < 0:
-                self._write_failed(n)
-            return
+    def _write_slow(self, data):
+        """write() for all but non-empty bytes on a live connection (the C
+        write() takes those)."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f'data argument must be a bytes-like object, '
                             f'not {type(data).__name__!r}')
@@ -361,6 +362,11 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
         else:
             buf = ffi.from_buffer(data)
             n = lib.np_conn_write(self._conn, buf, len(buf))
+        if n:
+            self._write_done(n)
+
+    def _write_done(self, n):
+        """np_conn_write returned n != 0: bytes buffered, or -errno."""
         if n > self._high_water:
             self._maybe_pause_protocol()
         elif n < 0:
@@ -376,12 +382,11 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
             if self._conn_lost >= constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES:
                 logger.warning('socket.send() raised exception.')
             self._conn_lost += 1
+            self._wconn = 0
             return
         n = lib.np_conn_write_lb(self._conn, buf._b)
-        if n > self._high_water:
-            self._maybe_pause_protocol()
-        elif n < 0:
-            self._write_failed(n)
+        if n:
+            self._write_done(n)
 
     def writelines(self, list_of_data):
         self.write(b''.join(list_of_data))
@@ -419,6 +424,7 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
         if self._closing or self._eof:
             return
         self._eof = True
+        self._wconn = 0
         lib.np_conn_shutdown_wr(self._conn)
 
     # -- closing ----------------------------------------------------------
@@ -432,6 +438,7 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
             return
         if not lib.np_conn_close(self._conn, 0):
             self._conn_lost += 1
+            self._wconn = 0
             self._loop.call_soon(self._call_connection_lost, None)
 
     def abort(self):
@@ -453,6 +460,7 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
         self._closing = True
         self._direct = False
         self._conn_lost += 1
+        self._wconn = 0
         self._loop.call_soon(self._call_connection_lost, None)
 
     def _fatal_error(self, exc, message='Fatal error on transport'):
@@ -478,6 +486,7 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
         if self._conn is not None:
             lib.np_conn_close(self._conn, 1)
         self._conn_lost += 1
+        self._wconn = 0
         self._loop.call_soon(self._call_connection_lost, exc)
 
     def _call_connection_lost(self, exc):
@@ -503,6 +512,7 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
     def _detach_native(self):
         """Give the connection back to the C core, which closes the fd."""
         self._detach_nocopy()
+        self._wconn = 0
         conn, self._conn = self._conn, None
         sock, self._sock = self._sock, None
         if sock is not None:
@@ -516,6 +526,7 @@ class _NativeSocketTransport(transports._FlowControlMixin, transports.Transport)
         self._closing = True
         self._direct = False
         self._conn_lost += 1
+        self._wconn = 0
         self._detach_nocopy()
         conn, self._conn = self._conn, None
         sock, self._sock = self._sock, None
