@@ -35,8 +35,6 @@ _poll = lib.np_reactor_poll     # a global: no getattr on cffi's Lib per call
 _MAX_RECORDS = 1024
 _ARENA_SIZE = 1 << 20
 assert ffi.sizeof('np_record') == _speedups.record_size()
-_speedups.set_conn_write(int(ffi.cast('uintptr_t', ffi.addressof(lib, 'np_conn_write'))))
-_dispatch = _speedups.dispatch
 
 _READ = lib.NP_EV_READ
 _EOF = lib.NP_EV_EOF
@@ -84,8 +82,20 @@ def _dispatch_record(tr, flags, err, data):
             tr._on_closed(err, flags & _WRITE_ERROR)
 
 
-class Reactor:
-    """One loop's native reactor: P poller threads and the completion queue."""
+_speedups.set_native(int(ffi.cast('uintptr_t', ffi.addressof(lib, 'np_conn_write'))),
+                     int(ffi.cast('uintptr_t', ffi.addressof(lib, 'np_reactor_poll'))),
+                     _dispatch_record)
+
+
+class Reactor(_speedups.ReactorBase):
+    """One loop's native reactor: P poller threads and the completion queue.
+
+    ReactorBase (speedups.c) holds ``_pending``, ``_transports`` and the
+    addresses ``_r_addr``, ``_pollbuf_addr``, ``_pollbuf_none_addr``,
+    ``_records_addr``, ``_arena_addr`` as C fields, and is ``dispatch()``:
+    plain data for a transport whose ``_direct`` holds goes straight to
+    protocol.data_received, with _data_received's error handling; every
+    other record comes to _dispatch_record above."""
 
     def __init__(self, pollers, balance):
         err = ffi.new('int *')
@@ -106,6 +116,10 @@ class Reactor:
                                                  self._arena, _ARENA_SIZE))
         self._pollbuf_none = ffi.new('np_pollbuf *', (self._records, 0,
                                                       self._arena, _ARENA_SIZE))
+        # For speedups.c (LoopBase._run_once, dispatch): the same as ints.
+        self._r_addr = int(ffi.cast('uintptr_t', r))
+        self._pollbuf_addr = int(ffi.cast('uintptr_t', self._pollbuf))
+        self._pollbuf_none_addr = int(ffi.cast('uintptr_t', self._pollbuf_none))
         self._records_addr = int(ffi.cast('uintptr_t', self._records))
         self._arena_addr = int(ffi.cast('uintptr_t', self._arena))
         self._transports = {}          # connection id -> transport
@@ -151,18 +165,6 @@ class Reactor:
         self._pending = n >> 1
         return n & 1
 
-    def dispatch(self):
-        """Hand the drained records to their transports (a ready handle).
-
-        In C (speedups.c): plain data for a transport whose ``_direct``
-        holds goes straight to protocol.data_received, with
-        _data_received's error handling; every other record comes to
-        _dispatch_record below."""
-        n, self._pending = self._pending, 0
-        if n:
-            _dispatch(self._records_addr, n, self._arena_addr,
-                      self._transports, _dispatch_record)
-
     # -- statistics and teardown ------------------------------------------
 
     def stats(self):
@@ -193,6 +195,7 @@ class Reactor:
         for tr in list(self._transports.values()):
             tr._loop_closing()
         self._transports.clear()
+        self._r_addr = 0
         lib.np_reactor_free(self.r)
         self.r = None
 

@@ -53,11 +53,10 @@ _MAX_POLLERS = 256
 _DEFAULT_POLLERS = 0
 
 
-_run_ready = _speedups.run_ready
 
-# call_soon builds its Handle without Handle.__init__ (and the get_debug()
-# call in it) when Handle's fields are the ones known here (3.10-3.13);
-# otherwise it calls the class.
+# call_soon (C) and call_later build their Handle without Handle.__init__
+# (and the get_debug() call in it) when Handle's fields are the ones known
+# here (3.10-3.13); otherwise they call the class.
 _HANDLE_FIELDS = ('_callback', '_args', '_cancelled', '_loop',
                   '_source_traceback', '_repr', '__weakref__', '_context')
 _FAST_HANDLE = getattr(events.Handle, '__slots__', None) == _HANDLE_FIELDS
@@ -210,7 +209,16 @@ class _ForkedSelector:
         return getattr(self._inner, name)
 
 
-class Loop(asyncio.SelectorEventLoop):
+if _FAST_HANDLE:
+    _speedups.setup_loop(
+        events.Handle, events.TimerHandle, _InlineSelector, _callback_failed,
+        heapq.heappop, float(base_events.MAXIMUM_SELECT_TIMEOUT),
+        tuple(events.Handle.__dict__[f] for f in (
+            '_callback', '_args', '_cancelled', '_loop', '_source_traceback',
+            '_repr', '_context')))
+
+
+class Loop(_speedups.LoopBase, asyncio.SelectorEventLoop):
     """An asyncio event loop whose stream sockets run on native poller threads.
 
     Options: ``pollers`` (int >= 0; 0 runs the reactor inline on the loop
@@ -219,10 +227,10 @@ class Loop(asyncio.SelectorEventLoop):
     env NPAIO_LOAD_BALANCE, else round_robin).
     """
 
-    # Until BaseEventLoop.__init__ runs (bad options raise before it), the
-    # loop counts as closed, so __del__ has nothing to complain about.
-    _closed = True
-    _reactor = None
+    # LoopBase (speedups.c) holds _ready, _scheduled, _stopping, _debug,
+    # _closed, _selector, _reactor, _dispatch_handle and _clock_resolution
+    # as C fields; _closed is True and _reactor None until __init__ runs
+    # (bad options raise before it: __del__ has nothing to complain about).
     _inline_poll = False
 
     def __init__(self, selector=None, *, pollers=None, load_balance=None):
@@ -251,33 +259,21 @@ class Loop(asyncio.SelectorEventLoop):
 
     # -- scheduling ------------------------------------------------------
 
-    def call_soon(self, callback, *args, context=None):
-        # base_events' call_soon -> _check_closed -> _call_soon, in one frame
-        # (futures and tasks schedule every wake-up through here). Debug
-        # mode and a closed loop take asyncio's own steps, written out here:
-        # through super() the source traceback would gain our frame.
-        if self._debug or self._closed:
-            self._check_closed()
-            if self._debug:
-                self._check_thread()
-                self._check_callback(callback, 'call_soon')
-            handle = self._call_soon(callback, args, context)
-            if handle._source_traceback:
-                del handle._source_traceback[-1]
-            return handle
-        if _FAST_HANDLE:
-            # What Handle.__init__ does with debug off.
-            handle = _new_handle(events.Handle)
-            handle._context = _copy_context() if context is None else context
-            handle._loop = self
-            handle._callback = callback
-            handle._args = args
-            handle._cancelled = False
-            handle._repr = None
-            handle._source_traceback = None
-        else:
-            handle = events.Handle(callback, args, self, context)
-        self._ready.append(handle)
+    # call_soon() is LoopBase's (speedups.c): the Handle built in C with
+    # the fields Handle.__init__ sets with debug off, appended to _ready.
+    # What it leaves to Python:
+
+    def _call_soon_slow(self, callback, *args, context=None):
+        """base_events.call_soon, for debug mode, a closed loop and unusual
+        arguments (written out: through super() the source traceback would
+        gain a frame)."""
+        self._check_closed()
+        if self._debug:
+            self._check_thread()
+            self._check_callback(callback, 'call_soon')
+        handle = self._call_soon(callback, args, context)
+        if handle._source_traceback:
+            del handle._source_traceback[-1]
         return handle
 
     def call_later(self, delay, callback, *args, context=None):
@@ -312,77 +308,41 @@ class Loop(asyncio.SelectorEventLoop):
 
     # -- the hooks of base_events ------------------------------------------
 
-    def _run_once(self):
-        """base_events' _run_once (3.10-3.13 alike), with the inline
-        reactor's poll in place of selector.select().
+    # _run_once() is LoopBase's (speedups.c): base_events' _run_once step
+    # for step in inline mode over the epoll selector (not debug), with
+    # np_reactor_poll() (GIL released while it waits) in place of
+    # selector.select(), the selector proper and _process_events only when
+    # its fd fired, no time() calls without timers, and the ready handles
+    # run in C (run_ready). What it leaves to Python:
 
-        Same steps in the same order; what it saves per iteration, when
-        nothing but I/O happened: the select() wrapper frame, the selector's
-        own select() when none of its fds is ready, both time() calls when
-        no timer is scheduled, the _process_events frames when the selector
-        had nothing. Debug mode, other selectors and pollers >= 1 (or a
-        selector replaced after __init__) take asyncio's own."""
-        selector = self._selector
-        if self._debug or type(selector) is not _InlineSelector:
-            return super()._run_once()
-        ready = self._ready
+    def _run_once_slow(self):
+        """Debug mode, other selectors, pollers >= 1: asyncio's own."""
+        return super(_speedups.LoopBase, self)._run_once()
+
+    def _prune_timers(self):
+        """base_events._run_once's first step: drop cancelled timers."""
         scheduled = self._scheduled
-        if scheduled:
-            sched_count = len(scheduled)
-            if (sched_count > base_events._MIN_SCHEDULED_TIMER_HANDLES and
-                self._timer_cancelled_count / sched_count >
-                    base_events._MIN_CANCELLED_TIMER_HANDLES_FRACTION):
-                # Remove delayed calls that were cancelled if their number
-                # is too high
-                new_scheduled = []
-                for handle in scheduled:
-                    if handle._cancelled:
-                        handle._scheduled = False
-                    else:
-                        new_scheduled.append(handle)
-                heapq.heapify(new_scheduled)
-                self._scheduled = scheduled = new_scheduled
-                self._timer_cancelled_count = 0
-            else:
-                # Remove delayed calls that were cancelled from head of queue.
-                while scheduled and scheduled[0]._cancelled:
-                    self._timer_cancelled_count -= 1
-                    handle = heapq.heappop(scheduled)
+        sched_count = len(scheduled)
+        if (sched_count > base_events._MIN_SCHEDULED_TIMER_HANDLES and
+            self._timer_cancelled_count / sched_count >
+                base_events._MIN_CANCELLED_TIMER_HANDLES_FRACTION):
+            # Remove delayed calls that were cancelled if their number
+            # is too high
+            new_scheduled = []
+            for handle in scheduled:
+                if handle._cancelled:
                     handle._scheduled = False
-
-        if ready or self._stopping:
-            ms = 0
-        elif scheduled:
-            timeout = scheduled[0]._when - self.time()
-            if timeout <= 0:
-                ms = 0
-            else:
-                # EpollSelector rounds up too: never wake before a timer is due.
-                ms = math.ceil(min(timeout, base_events.MAXIMUM_SELECT_TIMEOUT) * 1e3)
+                else:
+                    new_scheduled.append(handle)
+            heapq.heapify(new_scheduled)
+            self._scheduled = new_scheduled
+            self._timer_cancelled_count = 0
         else:
-            ms = -1
-        reactor = self._reactor
-        if reactor.poll(ms):
-            self._process_events(selector._selector.select(0))
-        elif reactor._pending:
-            ready.append(self._dispatch_handle)
-
-        if scheduled:
-            # Handle 'later' callbacks that are ready.
-            end_time = self.time() + self._clock_resolution
-            while scheduled:
-                handle = scheduled[0]
-                if handle._when >= end_time:
-                    break
+            # Remove delayed calls that were cancelled from head of queue.
+            while scheduled and scheduled[0]._cancelled:
+                self._timer_cancelled_count -= 1
                 handle = heapq.heappop(scheduled)
                 handle._scheduled = False
-                ready.append(handle)
-
-        # Run the callbacks ready now, not those they schedule (asyncio's
-        # loop, in C: speedups.c's run_ready). Handle._run's body runs there
-        # for asyncio's own handle classes, _callback_failed being its
-        # except branch; other classes get their own _run().
-        _run_ready(ready, events.Handle, events.TimerHandle, _callback_failed)
 
     def _process_events(self, event_list):
         if self._inline_poll:

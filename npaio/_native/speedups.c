@@ -7,11 +7,16 @@
  *   - TransportBase.write(bytes): np_conn_write() called directly, without
  *     cffi's argument conversion and its GIL release/re-take;
  *   - dispatch(): completion records to protocol.data_received(bytes);
- *   - run_ready(): the ready queue's asyncio Handle bodies (Handle._run).
+ *   - run_ready(): the ready queue's asyncio Handle bodies (Handle._run);
+ *   - LoopBase._run_once(): base_events' loop iteration in inline mode (one
+ *     np_reactor_poll() call, GIL released while it waits);
+ *   - LoopBase.call_soon(): the Handle built without Handle.__init__.
  * Everything that is not the common case calls back into the Python methods
  * that do it (Transport._write_slow, _reactor._dispatch_record,
- * Handle._run, loop._callback_failed), so transports.py and loop.py remain
- * the readable reference of what happens; this file only skips frames.
+ * Handle._run, loop._callback_failed, Loop._run_once_slow,
+ * Loop._call_soon_slow, Loop._prune_timers), so transports.py and loop.py
+ * remain the readable reference of what happens; this file only skips
+ * frames.
  *
  * Threads: the loop thread only, with the GIL held. Unlike the C core it
  * touches Python objects; no poller thread ever calls it. np_conn_write() is
@@ -19,7 +24,9 @@
  * short non-blocking sections and never together with the GIL.
  *
  * The C core stays one copy, in npaio._np: _reactor.py hands this module the
- * address of np_conn_write (cffi's ffi.addressof) through set_conn_write().
+ * addresses of np_conn_write and np_reactor_poll (cffi's ffi.addressof)
+ * through set_native(); a Reactor publishes its np_reactor and np_pollbuf
+ * addresses as ints (`_r_addr`, `_pollbuf_addr`, `_pollbuf_none_addr`).
  * Transports publish their np_conn address as the int `_wconn`, 0 whenever
  * write() must take the Python path (no connection, connection lost,
  * write_eof); transports.py clears it before the connection is released, so
@@ -27,17 +34,56 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <stdint.h>
 #include <stddef.h>
+#include <math.h>
 
 #include "np.h"
 
 typedef int64_t (*conn_write_fn)(np_conn *, const char *, size_t);
+typedef int (*reactor_poll_fn)(np_reactor *, np_pollbuf *, int);
 static conn_write_fn conn_write;
+static reactor_poll_fn reactor_poll;
 
 static PyObject *s_wconn, *s_write_slow, *s_write_done, *s_direct, *s_protocol,
-    *s_data_received, *s_fatal_error, *s_cancelled, *s_context, *s_callback,
-    *s_args, *s_run, *s_popleft, *s_dr_failed;
+    *s_data_received, *s_fatal_error, *s_cancelled, *s_run, *s_popleft, *s_dr_failed,
+    *s_selector, *s_process_events, *s_select, *s_append, *s_time, *s_when,
+    *s_run_once_slow, *s_call_soon_slow, *s_prune_timers, *s_context_kw;
+
+/* Set once by setup_loop(): asyncio's classes and helpers the loop uses. */
+static PyTypeObject *handle_type, *timer_type, *inline_selector_type;
+static PyObject *callback_failed, *heappop, *max_select_timeout, *dispatch_record;
+/* Handle's slot descriptors, in the order of HANDLE_FIELDS below. */
+enum { F_CALLBACK, F_ARGS, F_CANCELLED, F_LOOP, F_SOURCE_TB, F_REPR, F_CONTEXT,
+       F_NFIELDS };
+static PyObject *handle_fields[F_NFIELDS];
+/* ...and where each lives in a Handle (PyMemberDef offsets): run_ready and
+ * call_soon read and write them directly, as the descriptors themselves do.
+ * Valid for Handle and TimerHandle objects only (checked by exact type). */
+static Py_ssize_t handle_off[F_NFIELDS];
+#define HFIELD(h, f) (*(PyObject **)((char *)(h) + handle_off[f]))
+
+/* npaio.Loop's hot attributes live in LoopBase's C fields: asyncio's Python
+ * code reads and writes them as usual (member descriptors, which 3.11+
+ * specializes like __slots__), and C reads them without a lookup. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *ready, *scheduled, *stopping, *debug, *closed, *selector, *reactor,
+        *dispatch_handle, *clock_resolution;
+} LoopObject;
+
+/* Likewise _reactor.Reactor's: the np_reactor and its buffers (addresses),
+ * records drained and not yet dispatched, and the connection id -> transport
+ * map. */
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t pending;
+    unsigned long r_addr, pollbuf_addr, pollbuf_none_addr, records_addr, arena_addr;
+    PyObject *transports;
+} ReactorObject;
+
+static PyTypeObject ReactorBase_Type;
 
 /* The exception being handled, as `except BaseException as exc:` sees it:
  * normalized, with its traceback attached. Returns a new reference. */
@@ -181,35 +227,40 @@ deliver_direct(PyObject *tr, const char *data, Py_ssize_t len)
     return 1;
 }
 
-/* dispatch(records_addr, n, arena_addr, transports, slow): run the n drained
- * records; slow(tr, flags, err, data_or_None) takes every record that is not
- * plain data for a `_direct` transport. An exception that must propagate
- * leaves the remaining records undelivered, as the Python loop did. */
+/* ReactorBase.dispatch(): run the records drained by the last poll/drain;
+ * _reactor._dispatch_record(tr, flags, err, data_or_None) takes every record
+ * that is not plain data for a `_direct` transport. An exception that must
+ * propagate leaves the remaining records undelivered, as the Python loop
+ * did. */
 static PyObject *
-speedups_dispatch(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+reactor_dispatch(PyObject *self, PyObject *unused)
 {
-    (void)mod;
-    if (nargs != 5 || !PyDict_Check(args[3])) {
-        PyErr_SetString(PyExc_TypeError,
-                        "dispatch(records_addr, n, arena_addr, transports: dict, slow)");
+    (void)unused;
+    ReactorObject *ro = (ReactorObject *)self;
+    Py_ssize_t n = ro->pending;
+    ro->pending = 0;
+    if (n <= 0)
+        Py_RETURN_NONE;
+    const np_record *recs = (const np_record *)(uintptr_t)ro->records_addr;
+    const char *arena = (const char *)(uintptr_t)ro->arena_addr;
+    PyObject *transports = ro->transports, *slow = dispatch_record;
+    if (recs == NULL || arena == NULL || transports == NULL || !PyDict_Check(transports)
+        || slow == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "npaio: dispatch on a reactor not set up");
         return NULL;
     }
-    const np_record *recs = PyLong_AsVoidPtr(args[0]);
-    Py_ssize_t n = PyLong_AsSsize_t(args[1]);
-    const char *arena = PyLong_AsVoidPtr(args[2]);
-    if (PyErr_Occurred())
-        return NULL;
-    PyObject *transports = args[3], *slow = args[4];
+    Py_INCREF(transports);
+    PyObject *ret = NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
         const np_record *rec = &recs[i];
         PyObject *key = PyLong_FromUnsignedLongLong(rec->id);
         if (key == NULL)
-            return NULL;
+            goto done;
         PyObject *tr = PyDict_GetItemWithError(transports, key);
         Py_DECREF(key);
         if (tr == NULL) {
             if (PyErr_Occurred())
-                return NULL;
+                goto done;
             continue;               /* closed and released since the drain */
         }
         Py_INCREF(tr);              /* data_received may drop the dict's ref */
@@ -218,7 +269,7 @@ speedups_dispatch(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
             done = deliver_direct(tr, arena + rec->off, (Py_ssize_t)rec->len);
             if (done < 0) {
                 Py_DECREF(tr);
-                return NULL;
+                goto done;
             }
         }
         if (!done) {
@@ -237,13 +288,16 @@ speedups_dispatch(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
             Py_XDECREF(err);
             if (res == NULL) {
                 Py_DECREF(tr);
-                return NULL;
+                goto done;
             }
             Py_DECREF(res);
         }
         Py_DECREF(tr);
     }
-    Py_RETURN_NONE;
+    ret = Py_NewRef(Py_None);
+done:
+    Py_DECREF(transports);
+    return ret;
 }
 
 /* -- run_ready ------------------------------------------------------------ */
@@ -252,20 +306,15 @@ speedups_dispatch(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 static int
 run_plain_handle(PyObject *h, PyObject *failed)
 {
-    PyObject *ctx = PyObject_GetAttr(h, s_context);
-    if (ctx == NULL)
-        return -1;
-    PyObject *cb = PyObject_GetAttr(h, s_callback);
-    if (cb == NULL) {
-        Py_DECREF(ctx);
+    PyObject *ctx = HFIELD(h, F_CONTEXT), *cb = HFIELD(h, F_CALLBACK),
+        *args = HFIELD(h, F_ARGS);
+    if (ctx == NULL || cb == NULL || args == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "Handle is missing _context, _callback or _args");
         return -1;
     }
-    PyObject *args = PyObject_GetAttr(h, s_args);
-    if (args == NULL) {
-        Py_DECREF(ctx);
-        Py_DECREF(cb);
-        return -1;
-    }
+    Py_INCREF(ctx);                 /* the callback may cancel or rebind */
+    Py_INCREF(cb);
+    Py_INCREF(args);
     PyObject *res = NULL;
     if (PyContext_Enter(ctx) == 0) {
         if (PyTuple_CheckExact(args))
@@ -297,39 +346,37 @@ run_plain_handle(PyObject *h, PyObject *failed)
     return 0;
 }
 
-/* run_ready(ready, handle_type, timer_type, failed): pop and run the
- * callbacks ready now (len(ready) of them, not those they schedule), as
- * base_events._run_once's last loop. handle_type/timer_type get Handle._run's
+/* Pop and run the callbacks ready now (len(ready) of them, not those they
+ * schedule), as base_events._run_once's last loop. ht/tt get Handle._run's
  * body here, with failed(handle, exc) for its except branch; any other class
  * gets its own _run(). */
-static PyObject *
-speedups_run_ready(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+static int
+run_ready(PyObject *ready, PyTypeObject *ht, PyTypeObject *tt, PyObject *failed)
 {
-    (void)mod;
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "run_ready(ready, handle_type, timer_type, failed)");
-        return NULL;
-    }
-    PyObject *ready = args[0], *failed = args[3];
-    PyTypeObject *ht = (PyTypeObject *)args[1], *tt = (PyTypeObject *)args[2];
     Py_ssize_t ntodo = PyObject_Length(ready);
     if (ntodo < 0)
-        return NULL;
+        return -1;
     PyObject *popleft = ntodo ? PyObject_GetAttr(ready, s_popleft) : NULL;
     if (ntodo && popleft == NULL)
-        return NULL;
+        return -1;
     for (Py_ssize_t i = 0; i < ntodo; i++) {
         PyObject *h = PyObject_CallNoArgs(popleft);
         if (h == NULL)
             goto error;
-        PyObject *c = PyObject_GetAttr(h, s_cancelled);
-        int cancelled = c == NULL ? -1 : PyObject_IsTrue(c);
-        Py_XDECREF(c);
+        int plain = Py_TYPE(h) == ht || Py_TYPE(h) == tt;
+        int cancelled;
+        if (plain && HFIELD(h, F_CANCELLED) != NULL) {
+            cancelled = PyObject_IsTrue(HFIELD(h, F_CANCELLED));
+        } else {
+            PyObject *c = PyObject_GetAttr(h, s_cancelled);
+            cancelled = c == NULL ? -1 : PyObject_IsTrue(c);
+            Py_XDECREF(c);
+        }
         int rc = 0;
         if (cancelled < 0) {
             rc = -1;
         } else if (!cancelled) {
-            if (Py_TYPE(h) == ht || Py_TYPE(h) == tt) {
+            if (plain) {
                 rc = run_plain_handle(h, failed);
             } else {
                 PyObject *res = PyObject_CallMethodNoArgs(h, s_run);
@@ -342,22 +389,519 @@ speedups_run_ready(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
             goto error;
     }
     Py_XDECREF(popleft);
-    Py_RETURN_NONE;
+    return 0;
 error:
     Py_XDECREF(popleft);
-    return NULL;
+    return -1;
+}
+
+/* -- LoopBase: _run_once and call_soon -------------------------------------- */
+
+/* getattr(obj, name) as a truth value: 1, 0, or -1 with an exception. */
+static int
+attr_true(PyObject *obj, PyObject *name)
+{
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL)
+        return -1;
+    int t = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    return t;
+}
+
+/* self.time(), as a double. */
+static int
+loop_time(PyObject *self, double *out)
+{
+    PyObject *t = PyObject_CallMethodNoArgs(self, s_time);
+    if (t == NULL)
+        return -1;
+    *out = PyFloat_AsDouble(t);
+    Py_DECREF(t);
+    return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
+}
+
+/* The reactor's poll: wait up to ms, do the connections' I/O, drain. Returns
+ * 1 when the loop's own selector has events, 0 if not, -1 on error. */
+static int
+reactor_poll_once(ReactorObject *ro, int ms)
+{
+    np_reactor *r = (np_reactor *)(uintptr_t)ro->r_addr;
+    /* A dispatch still due (an exception left it in the ready queue): keep
+     * its records, only poll. */
+    Py_ssize_t pending = ro->pending;
+    np_pollbuf *pb = (np_pollbuf *)(uintptr_t)(pending ? ro->pollbuf_none_addr
+                                                       : ro->pollbuf_addr);
+    if (r == NULL || pb == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "npaio: the reactor is closed");
+        return -1;
+    }
+    int n;
+    Py_BEGIN_ALLOW_THREADS
+    n = reactor_poll(r, pb, ms);
+    Py_END_ALLOW_THREADS
+    if (!pending)
+        ro->pending = n >> 1;
+    return n & 1;
+}
+
+/* Timeout of this iteration's poll in ms: 0 if callbacks are ready or the
+ * loop stops, -1 (forever) without timers, else until the first timer, rounded
+ * up as EpollSelector does (never wake before a timer is due). */
+static int
+poll_timeout(LoopObject *lo, int *ms)
+{
+    Py_ssize_t nready = PyObject_Length(lo->ready);
+    if (nready < 0)
+        return -1;
+    int stopping = nready ? 0 : PyObject_IsTrue(lo->stopping);
+    if (stopping < 0)
+        return -1;
+    if (nready || stopping) {
+        *ms = 0;
+        return 0;
+    }
+    if (PyList_GET_SIZE(lo->scheduled) == 0) {
+        *ms = -1;
+        return 0;
+    }
+    PyObject *w = PyObject_GetAttr(PyList_GET_ITEM(lo->scheduled, 0), s_when);
+    if (w == NULL)
+        return -1;
+    double when = PyFloat_AsDouble(w), now;
+    Py_DECREF(w);
+    if ((when == -1.0 && PyErr_Occurred()) || loop_time((PyObject *)lo, &now) < 0)
+        return -1;
+    double timeout = when - now;
+    if (timeout <= 0) {
+        *ms = 0;
+        return 0;
+    }
+    double cap = PyFloat_AsDouble(max_select_timeout);
+    if (timeout > cap)
+        timeout = cap;
+    double m = ceil(timeout * 1e3);
+    *ms = m > 2147483647.0 ? 2147483647 : (int)m;
+    return 0;
+}
+
+/* Move the timers that are due to the ready queue (base_events' step). */
+static int
+ready_due_timers(LoopObject *lo, PyObject *scheduled)
+{
+    if (PyList_GET_SIZE(scheduled) == 0)
+        return 0;
+    double now;
+    if (loop_time((PyObject *)lo, &now) < 0)
+        return -1;
+    double res = PyFloat_AsDouble(lo->clock_resolution);
+    if (res == -1.0 && PyErr_Occurred())
+        return -1;
+    double end_time = now + res;
+    while (PyList_GET_SIZE(scheduled)) {
+        PyObject *w = PyObject_GetAttr(PyList_GET_ITEM(scheduled, 0), s_when);
+        if (w == NULL)
+            return -1;
+        double when = PyFloat_AsDouble(w);
+        Py_DECREF(w);
+        if (when == -1.0 && PyErr_Occurred())
+            return -1;
+        if (when >= end_time)
+            break;
+        PyObject *h = PyObject_CallOneArg(heappop, scheduled);
+        if (h == NULL)
+            return -1;
+        int rc = PyObject_SetAttrString(h, "_scheduled", Py_False);
+        if (rc == 0) {
+            PyObject *r = PyObject_CallMethodOneArg(lo->ready, s_append, h);
+            rc = r == NULL ? -1 : 0;
+            Py_XDECREF(r);
+        }
+        Py_DECREF(h);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* LoopBase._run_once: base_events._run_once, step for step, in inline mode
+ * over an epoll selector (not debug); every other loop runs
+ * self._run_once_slow(). */
+static PyObject *
+loop_run_once(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    LoopObject *lo = (LoopObject *)self;
+    if (handle_type == NULL || reactor_poll == NULL || lo->debug == NULL
+        || lo->selector == NULL || lo->ready == NULL || lo->scheduled == NULL
+        || lo->stopping == NULL || lo->reactor == NULL || lo->clock_resolution == NULL
+        || lo->dispatch_handle == NULL
+        || Py_TYPE(lo->selector) != inline_selector_type
+        || !PyList_CheckExact(lo->scheduled)
+        || !PyObject_TypeCheck(lo->reactor, &ReactorBase_Type))
+        return PyObject_CallMethodNoArgs(self, s_run_once_slow);
+    int debug = PyObject_IsTrue(lo->debug);
+    if (debug < 0)
+        return NULL;
+    if (debug)
+        return PyObject_CallMethodNoArgs(self, s_run_once_slow);
+    Py_ssize_t ns = PyList_GET_SIZE(lo->scheduled);
+    if (ns) {
+        /* Cancelled timers: Loop._prune_timers does asyncio's two cases
+         * (many cancelled: rebuild the heap; else pop the cancelled head),
+         * both no-ops unless more than 100 are scheduled or the head is
+         * cancelled. */
+        int head_cancelled = attr_true(PyList_GET_ITEM(lo->scheduled, 0), s_cancelled);
+        if (head_cancelled < 0)
+            return NULL;
+        if (head_cancelled || ns > 100) {
+            PyObject *r = PyObject_CallMethodNoArgs(self, s_prune_timers);
+            if (r == NULL)
+                return NULL;
+            Py_DECREF(r);
+            if (lo->scheduled == NULL || !PyList_CheckExact(lo->scheduled)) {
+                PyErr_SetString(PyExc_TypeError, "loop._scheduled must be a list");
+                return NULL;
+            }
+        }
+    }
+    int ms;
+    if (poll_timeout(lo, &ms) < 0)
+        return NULL;
+    /* Hold what the steps below use: callbacks may rebind the attributes. */
+    PyObject *ready = Py_NewRef(lo->ready), *scheduled = Py_NewRef(lo->scheduled),
+        *reactor = Py_NewRef(lo->reactor), *selector = Py_NewRef(lo->selector);
+    PyObject *res = NULL;
+    int sel = reactor_poll_once((ReactorObject *)reactor, ms);
+    if (sel < 0)
+        goto done;
+    if (sel) {
+        /* The selector's own fds: self._process_events(inner.select(0)). */
+        PyObject *inner = PyObject_GetAttr(selector, s_selector);
+        if (inner == NULL)
+            goto done;
+        PyObject *zero = PyLong_FromLong(0);
+        PyObject *events = zero ? PyObject_CallMethodOneArg(inner, s_select, zero) : NULL;
+        Py_XDECREF(zero);
+        Py_DECREF(inner);
+        if (events == NULL)
+            goto done;
+        PyObject *r = PyObject_CallMethodOneArg(self, s_process_events, events);
+        Py_DECREF(events);
+        if (r == NULL)
+            goto done;
+        Py_DECREF(r);
+    } else if (((ReactorObject *)reactor)->pending) {
+        PyObject *r = PyObject_CallMethodOneArg(ready, s_append, lo->dispatch_handle);
+        if (r == NULL)
+            goto done;
+        Py_DECREF(r);
+    }
+    if (ready_due_timers(lo, scheduled) < 0)
+        goto done;
+    if (run_ready(ready, handle_type, timer_type, callback_failed) < 0)
+        goto done;
+    res = Py_NewRef(Py_None);
+done:
+    Py_DECREF(ready);
+    Py_DECREF(scheduled);
+    Py_DECREF(reactor);
+    Py_DECREF(selector);
+    return res;
+}
+
+/* LoopBase.call_soon(callback, *args, context=None): base_events' call_soon
+ * -> _check_closed -> _call_soon -> Handle(...), with the Handle's fields
+ * set as Handle.__init__ sets them with debug off. Debug mode, a closed
+ * loop and odd arguments go to self._call_soon_slow(...), which raises
+ * asyncio's errors. */
+static PyObject *
+loop_call_soon(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    LoopObject *lo = (LoopObject *)self;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    PyObject *context = Py_None;
+    int slow = handle_type == NULL || nargs < 1 || lo->ready == NULL
+        || lo->debug == NULL || lo->closed == NULL;
+    PyObject *kw = nkw == 1 ? PyTuple_GET_ITEM(kwnames, 0) : NULL;
+    if (kw != NULL && (kw == s_context_kw || PyUnicode_Compare(kw, s_context_kw) == 0))
+        context = args[nargs];     /* _asyncio's futures pass context= */
+    else if (nkw)
+        slow = 1;
+    if (!slow) {
+        /* `self._debug or self._closed`, for bools without a call */
+        if (lo->debug == Py_True || lo->closed == Py_True)
+            slow = 1;
+        else if (lo->debug != Py_False || lo->closed != Py_False) {
+            int t = PyObject_IsTrue(lo->debug);
+            if (t == 0)
+                t = PyObject_IsTrue(lo->closed);
+            if (t < 0)
+                return NULL;
+            slow = t;
+        }
+    }
+    if (slow) {
+        /* self._call_soon_slow(*args, **kw) */
+        PyObject *stack[16], **a = stack;
+        Py_ssize_t total = 1 + nargs + nkw;
+        if (total > 16 && (a = PyMem_Malloc(total * sizeof(PyObject *))) == NULL)
+            return PyErr_NoMemory();
+        a[0] = self;
+        for (Py_ssize_t i = 0; i < nargs + nkw; i++)
+            a[1 + i] = args[i];
+        PyObject *res = PyObject_VectorcallMethod(s_call_soon_slow, a, 1 + nargs, kwnames);
+        if (a != stack)
+            PyMem_Free(a);
+        return res;
+    }
+    PyObject *cbargs = PyTuple_New(nargs - 1);
+    if (cbargs == NULL)
+        return NULL;
+    for (Py_ssize_t i = 1; i < nargs; i++)
+        PyTuple_SET_ITEM(cbargs, i - 1, Py_NewRef(args[i]));
+    PyObject *ctx = context == Py_None ? PyContext_CopyCurrent() : Py_NewRef(context);
+    if (ctx == NULL) {
+        Py_DECREF(cbargs);
+        return NULL;
+    }
+    PyObject *h = handle_type->tp_alloc(handle_type, 0);
+    if (h == NULL) {
+        Py_DECREF(ctx);
+        Py_DECREF(cbargs);
+        return NULL;
+    }
+    /* The fields of a new object are NULL: no old value to release. */
+    HFIELD(h, F_CONTEXT) = ctx;
+    HFIELD(h, F_LOOP) = Py_NewRef(self);
+    HFIELD(h, F_CALLBACK) = Py_NewRef(args[0]);
+    HFIELD(h, F_ARGS) = cbargs;
+    HFIELD(h, F_CANCELLED) = Py_NewRef(Py_False);
+    HFIELD(h, F_REPR) = Py_NewRef(Py_None);
+    HFIELD(h, F_SOURCE_TB) = Py_NewRef(Py_None);
+    PyObject *r = PyObject_CallMethodOneArg(lo->ready, s_append, h);
+    if (r == NULL) {
+        Py_DECREF(h);
+        return NULL;
+    }
+    Py_DECREF(r);
+    return h;
+}
+
+static PyMethodDef loop_methods[] = {
+    {"_run_once", (PyCFunction)loop_run_once, METH_NOARGS,
+     "One iteration of the event loop (base_events._run_once)."},
+    {"call_soon", (PyCFunction)(void (*)(void))loop_call_soon,
+     METH_FASTCALL | METH_KEYWORDS,
+     "Arrange for a callback to be called as soon as possible."},
+    {NULL, NULL, 0, NULL},
+};
+
+#define LOOP_MEMBER(name, field) \
+    {name, T_OBJECT_EX, offsetof(LoopObject, field), 0, NULL}
+static PyMemberDef loop_members[] = {
+    LOOP_MEMBER("_ready", ready),
+    LOOP_MEMBER("_scheduled", scheduled),
+    LOOP_MEMBER("_stopping", stopping),
+    LOOP_MEMBER("_debug", debug),
+    LOOP_MEMBER("_closed", closed),
+    LOOP_MEMBER("_selector", selector),
+    LOOP_MEMBER("_reactor", reactor),
+    LOOP_MEMBER("_dispatch_handle", dispatch_handle),
+    LOOP_MEMBER("_clock_resolution", clock_resolution),
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyObject *
+loop_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    (void)args;
+    (void)kwds;
+    LoopObject *lo = (LoopObject *)type->tp_alloc(type, 0);
+    if (lo == NULL)
+        return NULL;
+    /* Until BaseEventLoop.__init__ runs (bad options raise before it), the
+     * loop counts as closed, so __del__ has nothing to complain about. */
+    lo->closed = Py_NewRef(Py_True);
+    lo->reactor = Py_NewRef(Py_None);
+    return (PyObject *)lo;
+}
+
+static int
+loop_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    LoopObject *lo = (LoopObject *)self;
+    Py_VISIT(lo->ready);
+    Py_VISIT(lo->scheduled);
+    Py_VISIT(lo->stopping);
+    Py_VISIT(lo->debug);
+    Py_VISIT(lo->closed);
+    Py_VISIT(lo->selector);
+    Py_VISIT(lo->reactor);
+    Py_VISIT(lo->dispatch_handle);
+    Py_VISIT(lo->clock_resolution);
+    return 0;
+}
+
+static int
+loop_clear(PyObject *self)
+{
+    LoopObject *lo = (LoopObject *)self;
+    Py_CLEAR(lo->ready);
+    Py_CLEAR(lo->scheduled);
+    Py_CLEAR(lo->stopping);
+    Py_CLEAR(lo->debug);
+    Py_CLEAR(lo->closed);
+    Py_CLEAR(lo->selector);
+    Py_CLEAR(lo->reactor);
+    Py_CLEAR(lo->dispatch_handle);
+    Py_CLEAR(lo->clock_resolution);
+    return 0;
+}
+
+static void
+loop_dealloc(PyObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    loop_clear(self);
+    Py_TYPE(self)->tp_free(self);
+}
+
+static PyTypeObject LoopBase_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "npaio._speedups.LoopBase",
+    .tp_doc = "npaio.Loop's hot attributes as C fields; _run_once() and call_soon() in C.",
+    .tp_basicsize = sizeof(LoopObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_methods = loop_methods,
+    .tp_members = loop_members,
+    .tp_new = loop_new,
+    .tp_traverse = loop_traverse,
+    .tp_clear = loop_clear,
+    .tp_dealloc = loop_dealloc,
+};
+
+/* -- ReactorBase ---------------------------------------------------------- */
+
+static PyMethodDef reactor_methods[] = {
+    {"dispatch", (PyCFunction)reactor_dispatch, METH_NOARGS,
+     "Hand the drained records to their transports (a ready handle)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef reactor_members[] = {
+    {"_pending", T_PYSSIZET, offsetof(ReactorObject, pending), 0,
+     "records drained, not yet dispatched"},
+    {"_r_addr", T_ULONG, offsetof(ReactorObject, r_addr), 0, "np_reactor *"},
+    {"_pollbuf_addr", T_ULONG, offsetof(ReactorObject, pollbuf_addr), 0, "np_pollbuf *"},
+    {"_pollbuf_none_addr", T_ULONG, offsetof(ReactorObject, pollbuf_none_addr), 0,
+     "np_pollbuf * taking no records"},
+    {"_records_addr", T_ULONG, offsetof(ReactorObject, records_addr), 0, "np_record *"},
+    {"_arena_addr", T_ULONG, offsetof(ReactorObject, arena_addr), 0, "char *"},
+    {"_transports", T_OBJECT_EX, offsetof(ReactorObject, transports), 0,
+     "connection id -> transport"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static int
+reactor_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(((ReactorObject *)self)->transports);
+    return 0;
+}
+
+static int
+reactor_clear(PyObject *self)
+{
+    Py_CLEAR(((ReactorObject *)self)->transports);
+    return 0;
+}
+
+static void
+reactor_dealloc(PyObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    reactor_clear(self);
+    Py_TYPE(self)->tp_free(self);
+}
+
+static PyTypeObject ReactorBase_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "npaio._speedups.ReactorBase",
+    .tp_doc = "_reactor.Reactor's hot state as C fields; dispatch() in C.",
+    .tp_basicsize = sizeof(ReactorObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_methods = reactor_methods,
+    .tp_members = reactor_members,
+    .tp_new = PyType_GenericNew,
+    .tp_traverse = reactor_traverse,
+    .tp_clear = reactor_clear,
+    .tp_dealloc = reactor_dealloc,
+};
+
+/* setup_loop(Handle, TimerHandle, InlineSelector, callback_failed, heappop,
+ *            MAXIMUM_SELECT_TIMEOUT, handle_fields): what LoopBase needs of
+ * asyncio. handle_fields: Handle's member descriptors for _callback, _args,
+ * _cancelled, _loop, _source_traceback, _repr, _context (loop.py checks
+ * Handle's __slots__ first; without them it does not call this and
+ * LoopBase takes the slow paths). */
+static PyObject *
+speedups_setup_loop(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)mod;
+    if (nargs != 7 || !PyType_Check(args[0]) || !PyType_Check(args[1])
+        || !PyType_Check(args[2]) || !PyFloat_Check(args[5])
+        || !PyTuple_Check(args[6]) || PyTuple_GET_SIZE(args[6]) != F_NFIELDS) {
+        PyErr_SetString(PyExc_TypeError, "setup_loop(Handle, TimerHandle, InlineSelector, "
+                        "callback_failed, heappop, max_select_timeout: float, fields: tuple)");
+        return NULL;
+    }
+    for (int f = 0; f < F_NFIELDS; f++) {
+        PyObject *d = PyTuple_GET_ITEM(args[6], f);
+        if (!Py_IS_TYPE(d, &PyMemberDescr_Type)
+            || ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX
+            || ((PyMemberDescrObject *)d)->d_member->flags != 0
+            || ((PyMemberDescrObject *)d)->d_common.d_type != (PyTypeObject *)args[0]) {
+            PyErr_SetString(PyExc_TypeError,
+                            "setup_loop: fields must be Handle's writable __slots__");
+            return NULL;
+        }
+    }
+    for (int f = 0; f < F_NFIELDS; f++) {
+        PyObject *d = PyTuple_GET_ITEM(args[6], f);
+        Py_XSETREF(handle_fields[f], Py_NewRef(d));
+        handle_off[f] = ((PyMemberDescrObject *)d)->d_member->offset;
+    }
+    Py_XSETREF(handle_type, (PyTypeObject *)Py_NewRef(args[0]));
+    Py_XSETREF(timer_type, (PyTypeObject *)Py_NewRef(args[1]));
+    Py_XSETREF(inline_selector_type, (PyTypeObject *)Py_NewRef(args[2]));
+    Py_XSETREF(callback_failed, Py_NewRef(args[3]));
+    Py_XSETREF(heappop, Py_NewRef(args[4]));
+    Py_XSETREF(max_select_timeout, Py_NewRef(args[5]));
+    Py_RETURN_NONE;
 }
 
 /* -- module --------------------------------------------------------------- */
 
+/* set_native(address of np_conn_write, address of np_reactor_poll,
+ *            _reactor._dispatch_record) */
 static PyObject *
-speedups_set_conn_write(PyObject *mod, PyObject *addr)
+speedups_set_native(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)mod;
-    void *p = PyLong_AsVoidPtr(addr);
-    if (p == NULL && PyErr_Occurred())
+    if (nargs != 3 || !PyCallable_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "set_native(np_conn_write, np_reactor_poll, dispatch_record)");
         return NULL;
-    conn_write = (conn_write_fn)p;
+    }
+    void *w = PyLong_AsVoidPtr(args[0]);
+    void *p = PyLong_AsVoidPtr(args[1]);
+    if (PyErr_Occurred())
+        return NULL;
+    conn_write = (conn_write_fn)w;
+    reactor_poll = (reactor_poll_fn)p;
+    Py_XSETREF(dispatch_record, Py_NewRef(args[2]));
     Py_RETURN_NONE;
 }
 
@@ -370,12 +914,11 @@ speedups_record_size(PyObject *mod, PyObject *unused)
 }
 
 static PyMethodDef speedups_methods[] = {
-    {"dispatch", (PyCFunction)(void (*)(void))speedups_dispatch, METH_FASTCALL,
-     "dispatch(records_addr, n, arena_addr, transports, slow)"},
-    {"run_ready", (PyCFunction)(void (*)(void))speedups_run_ready, METH_FASTCALL,
-     "run_ready(ready, handle_type, timer_type, failed)"},
-    {"set_conn_write", speedups_set_conn_write, METH_O,
-     "set_conn_write(address of np_conn_write)"},
+    {"set_native", (PyCFunction)(void (*)(void))speedups_set_native, METH_FASTCALL,
+     "set_native(address of np_conn_write, address of np_reactor_poll, dispatch_record)"},
+    {"setup_loop", (PyCFunction)(void (*)(void))speedups_setup_loop, METH_FASTCALL,
+     "setup_loop(Handle, TimerHandle, InlineSelector, callback_failed, heappop, "
+     "max_select_timeout, handle_fields)"},
     {"record_size", speedups_record_size, METH_NOARGS,
      "sizeof(np_record) as this module was compiled"},
     {NULL, NULL, 0, NULL},
@@ -401,12 +944,17 @@ PyInit__speedups(void)
         || intern(&s_write_done, "_write_done") || intern(&s_direct, "_direct")
         || intern(&s_protocol, "_protocol") || intern(&s_data_received, "data_received")
         || intern(&s_fatal_error, "_fatal_error") || intern(&s_cancelled, "_cancelled")
-        || intern(&s_context, "_context") || intern(&s_callback, "_callback")
-        || intern(&s_args, "_args") || intern(&s_run, "_run")
-        || intern(&s_popleft, "popleft")
-        || intern(&s_dr_failed, "Fatal error: protocol.data_received() call failed."))
+        || intern(&s_run, "_run") || intern(&s_popleft, "popleft")
+        || intern(&s_dr_failed, "Fatal error: protocol.data_received() call failed.")
+        || intern(&s_selector, "_selector") || intern(&s_process_events, "_process_events")
+        || intern(&s_select, "select") || intern(&s_append, "append")
+        || intern(&s_time, "time") || intern(&s_when, "_when")
+        || intern(&s_run_once_slow, "_run_once_slow")
+        || intern(&s_call_soon_slow, "_call_soon_slow")
+        || intern(&s_prune_timers, "_prune_timers") || intern(&s_context_kw, "context"))
         return NULL;
-    if (PyType_Ready(&TransportBase_Type) < 0)
+    if (PyType_Ready(&TransportBase_Type) < 0 || PyType_Ready(&LoopBase_Type) < 0
+        || PyType_Ready(&ReactorBase_Type) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&speedups_module);
     if (m == NULL)
@@ -414,6 +962,18 @@ PyInit__speedups(void)
     Py_INCREF(&TransportBase_Type);
     if (PyModule_AddObject(m, "TransportBase", (PyObject *)&TransportBase_Type) < 0) {
         Py_DECREF(&TransportBase_Type);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&LoopBase_Type);
+    if (PyModule_AddObject(m, "LoopBase", (PyObject *)&LoopBase_Type) < 0) {
+        Py_DECREF(&LoopBase_Type);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&ReactorBase_Type);
+    if (PyModule_AddObject(m, "ReactorBase", (PyObject *)&ReactorBase_Type) < 0) {
+        Py_DECREF(&ReactorBase_Type);
         Py_DECREF(m);
         return NULL;
     }

@@ -1,0 +1,294 @@
+"""Ready callbacks and write() arguments: what the loop's C fast paths
+(npaio/_native/speedups.c: run_ready, TransportBase.write, dispatch) must do
+exactly as stock asyncio does.
+
+Each test runs on stock asyncio (the reference) and on every npaio
+configuration; the inline one (npaio-p0-inline) is the one that runs the
+ready queue in C.
+"""
+import asyncio
+import contextvars
+import sys
+
+import pytest
+
+var = contextvars.ContextVar("var", default="unset")
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.mark.loop_exceptions_expected
+def test_callback_exception_reaches_handler_and_loop_goes_on(loop, run, loop_errors):
+    ran = []
+
+    def bad(a, b):
+        ran.append(("bad", a, b))
+        raise Boom("from a callback")
+
+    async def main():
+        h = loop.call_soon(bad, 1, 2)
+        loop.call_soon(ran.append, "after")
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return h
+
+    h = run(loop, main())
+    assert ran == [("bad", 1, 2), "after"]
+    assert len(loop_errors) == 1, loop_errors
+    ctx = loop_errors[0]
+    assert ctx["message"].startswith("Exception in callback ")
+    assert "bad" in ctx["message"]
+    assert ctx["handle"] is h
+    assert isinstance(ctx["exception"], Boom)
+    tb = ctx["exception"].__traceback__
+    assert tb is not None
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    assert tb.tb_frame.f_code.co_name == "bad"
+    loop_errors.clear()
+
+
+@pytest.mark.loop_exceptions_expected
+def test_timer_callback_exception_reaches_handler(loop, run, loop_errors):
+    def bad():
+        raise Boom("from a timer")
+
+    async def main():
+        h = loop.call_later(0.001, bad)
+        await asyncio.sleep(0.05)
+        return h
+
+    h = run(loop, main())
+    assert len(loop_errors) == 1, loop_errors
+    assert loop_errors[0]["handle"] is h
+    assert isinstance(loop_errors[0]["exception"], Boom)
+    loop_errors.clear()
+
+
+@pytest.mark.parametrize("exc_type", [KeyboardInterrupt, SystemExit])
+def test_base_exceptions_from_callbacks_propagate(loop, exc_type):
+    """KeyboardInterrupt and SystemExit leave run_forever(); the callbacks
+    behind the one that raised stay ready and run on the next run."""
+    ran = []
+
+    def interrupt():
+        raise exc_type()
+
+    loop.call_soon(ran.append, 1)
+    loop.call_soon(interrupt)
+    loop.call_soon(ran.append, 2)
+    with pytest.raises(exc_type):
+        loop.run_forever()
+    assert ran == [1]
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert ran == [1, 2]
+
+
+def test_callbacks_run_in_their_context(loop, run):
+    seen = []
+
+    def look(tag):
+        seen.append((tag, var.get()))
+
+    async def main():
+        var.set("at call_soon")
+        loop.call_soon(look, "copied")          # a copy of the current context
+        var.set("changed after")
+        ctx = contextvars.copy_context()
+        ctx.run(var.set, "explicit")
+        loop.call_soon(look, "explicit", context=ctx)
+        loop.call_later(0.001, look, "timer", context=ctx)
+        await asyncio.sleep(0.05)
+
+    run(loop, main())
+    assert seen == [("copied", "at call_soon"), ("explicit", "explicit"),
+                    ("timer", "explicit")]
+
+
+@pytest.mark.loop_exceptions_expected
+def test_callback_in_an_entered_context_is_reported(loop, loop_errors):
+    """A callback whose context is already entered (the loop itself runs
+    inside that context) cannot run: Context.run's RuntimeError reaches the
+    exception handler and the loop goes on, as in asyncio."""
+    ctx = contextvars.copy_context()
+    ran = []
+
+    async def main():
+        h = loop.call_soon(ran.append, "in ctx", context=ctx)
+        loop.call_soon(ran.append, "other")
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return h
+
+    h = ctx.run(loop.run_until_complete, main())
+    assert ran == ["other"]
+    assert len(loop_errors) == 1, loop_errors
+    assert loop_errors[0]["handle"] is h
+    exc = loop_errors[0]["exception"]
+    assert isinstance(exc, RuntimeError)
+    assert "already entered" in str(exc)
+    loop_errors.clear()
+
+
+def test_cancelled_handles_do_not_run(loop, run):
+    ran = []
+
+    async def main():
+        h1 = loop.call_soon(ran.append, "soon")
+        h2 = loop.call_later(0.001, ran.append, "later")
+        loop.call_soon(ran.append, "kept")
+        h1.cancel()
+        h2.cancel()
+        await asyncio.sleep(0.05)
+
+    run(loop, main())
+    assert ran == ["kept"]
+
+
+def test_many_callbacks_in_order(loop, run):
+    ran = []
+
+    async def main():
+        for i in range(5000):
+            loop.call_soon(ran.append, i)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    run(loop, main())
+    assert ran == list(range(5000))
+
+
+def test_callbacks_scheduled_by_callbacks_run_next_iteration(loop):
+    order = []
+
+    def first():
+        order.append("first")
+        loop.call_soon(order.append, "scheduled by first")
+
+    loop.call_soon(first)
+    loop.call_soon(order.append, "second")
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    # asyncio runs only what was ready when the iteration began; stop()
+    # ends the loop after the iteration that saw it.
+    assert order == ["first", "second"]
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert order == ["first", "second", "scheduled by first"]
+
+
+class _Echo(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.transport.write(data)
+
+
+def test_write_accepts_bytes_like_and_rejects_others(loop, run):
+    got = []
+
+    class Client(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            got.append(data)
+
+    async def main():
+        server = await loop.create_server(_Echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        tr, proto = await loop.create_connection(Client, "127.0.0.1", port)
+        tr.write(b"")
+        tr.write(b"a")
+        tr.write(bytearray(b"b"))
+        tr.write(memoryview(b"xcdx")[1:3])
+        tr.write(memoryview(bytearray(b"e")))
+        for bad in ("text", 5, None, [b"x"]):
+            with pytest.raises(TypeError):
+                tr.write(bad)
+        tr.writelines([b"f", bytearray(b"g"), memoryview(b"h")])
+        for _ in range(200):
+            if sum(map(len, got)) >= 8:
+                break
+            await asyncio.sleep(0.01)
+        tr.write_eof()
+        with pytest.raises(RuntimeError):
+            tr.write(b"after eof")
+        with pytest.raises(RuntimeError):
+            tr.write(bytearray(b"after eof"))
+        tr.close()
+        server.close()
+        await server.wait_closed()
+        await asyncio.sleep(0.01)
+
+    run(loop, main())
+    assert b"".join(got) == b"abcdefgh"
+
+
+def test_write_from_a_bytes_subclass(loop, run):
+    """Not exactly bytes: the Python path, same result."""
+    class B(bytes):
+        pass
+
+    got = bytearray()
+
+    class Client(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            got.extend(data)
+
+    async def main():
+        server = await loop.create_server(_Echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        tr, _ = await loop.create_connection(Client, "127.0.0.1", port)
+        tr.write(B(b"subclass"))
+        for _ in range(200):
+            if len(got) >= 8:
+                break
+            await asyncio.sleep(0.01)
+        tr.close()
+        server.close()
+        await server.wait_closed()
+
+    run(loop, main())
+    assert bytes(got) == b"subclass"
+
+
+@pytest.mark.skipif(sys.implementation.name != "cpython", reason="CPython refcounts")
+def test_write_and_dispatch_keep_refcounts(loop, run):
+    """The C write() and dispatch neither leak nor steal references: the
+    data object's refcount is back where it was after many writes."""
+    payload = b"r" * 1000
+    before = sys.getrefcount(payload)
+    got = bytearray()
+
+    class Client(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            got.extend(data)
+
+    async def main():
+        server = await loop.create_server(_Echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        tr, _ = await loop.create_connection(Client, "127.0.0.1", port)
+        for _ in range(100):
+            tr.write(payload)
+        for _ in range(500):
+            if len(got) >= 100 * len(payload):
+                break
+            await asyncio.sleep(0.01)
+        tr.close()
+        server.close()
+        await server.wait_closed()
+
+    run(loop, main())
+    assert len(got) == 100 * len(payload)
+    assert sys.getrefcount(payload) == before
