@@ -81,8 +81,8 @@ class _NativeSocketTransport(TransportBase, transports._FlowControlMixin,
     """A TCP or Unix stream transport whose I/O runs on a poller thread.
 
     write() is TransportBase's, in C (npaio/_native/speedups.c): for
-    non-empty bytes while ``_wconn`` holds the connection's address it calls
-    np_conn_write itself; everything else comes to ``_write_slow`` and any
+    bytes, bytearray or a contiguous memoryview while ``_wconn`` holds the
+    connection's address it calls np_conn_write itself; everything else comes to ``_write_slow`` and any
     non-zero result to ``_write_done``. ``_wconn`` is 0 whenever the
     connection is gone, lost (``_conn_lost``) or shut for writing (``_eof``):
     every place that sets one of those clears it, before the connection is
@@ -175,8 +175,12 @@ class _NativeSocketTransport(TransportBase, transports._FlowControlMixin,
         # protocol.data_received (one Python frame per record instead of
         # four) while this holds; otherwise it calls _on_data. Recomputed
         # wherever one of its terms changes.
-        self._direct = (self._read_mode == _SIMPLE and not self._paused
-                        and not self._closing and not self._held)
+        # 1: asyncio.Protocol, 2: BufferedProtocol (speedups.c's
+        # deliver_direct); 0/False: dispatch calls _on_data.
+        if self._paused or self._closing or self._held:
+            self._direct = 0
+        else:
+            self._direct = {_SIMPLE: 1, _BUFFERED: 2}.get(self._read_mode, 0)
 
     def _set_nocopy(self, on):
         """Read the connection's input LinkBuffer in Python (no arena copy)."""
@@ -298,9 +302,14 @@ class _NativeSocketTransport(TransportBase, transports._FlowControlMixin,
                 return
             if mv and (self._paused or self._closing
                        or self._protocol is not protocol):
-                if not self._closing:
-                    self._held.appendleft(bytes(mv))
+                self._hold_rest(bytes(mv))
                 return
+
+    def _hold_rest(self, data):
+        """_buffer_received's tail: reading stopped (paused, closing, or the
+        protocol changed) with `data` left over."""
+        if not self._closing:
+            self._held.appendleft(data)
 
     def _on_input(self):
         """Dispatch: new input in the connection's LinkBuffer (no-copy)."""
@@ -343,8 +352,8 @@ class _NativeSocketTransport(TransportBase, transports._FlowControlMixin,
     # -- writing ----------------------------------------------------------
 
     def _write_slow(self, data):
-        """write() for all but non-empty bytes on a live connection (the C
-        write() takes those)."""
+        """write() for what the C write() leaves: other types, a
+        non-contiguous memoryview, no live connection."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f'data argument must be a bytes-like object, '
                             f'not {type(data).__name__!r}')

@@ -4,8 +4,9 @@
  * the loop thread, where callgrind showed Python bytecode and cffi argument
  * conversion costing more than the C core's own work (benchmarks/ATTEMPTS.md,
  * attempt 19):
- *   - TransportBase.write(bytes): np_conn_write() called directly, without
- *     cffi's argument conversion and its GIL release/re-take;
+ *   - TransportBase.write(bytes, bytearray or memoryview): np_conn_write()
+ *     called directly, without cffi's argument conversion and its GIL
+ *     release/re-take;
  *   - dispatch(): completion records to protocol.data_received(bytes);
  *   - run_ready(): the ready queue's asyncio Handle bodies (Handle._run);
  *   - LoopBase._run_once(): base_events' loop iteration in inline mode (one
@@ -38,6 +39,7 @@
 #include <stdint.h>
 #include <stddef.h>
 #include <math.h>
+#include <string.h>
 
 #include "np.h"
 
@@ -49,7 +51,8 @@ static reactor_poll_fn reactor_poll;
 static PyObject *s_wconn, *s_write_slow, *s_write_done, *s_direct, *s_protocol,
     *s_data_received, *s_fatal_error, *s_cancelled, *s_run, *s_popleft, *s_dr_failed,
     *s_selector, *s_process_events, *s_select, *s_append, *s_time, *s_when,
-    *s_run_once_slow, *s_call_soon_slow, *s_prune_timers, *s_context_kw;
+    *s_run_once_slow, *s_call_soon_slow, *s_prune_timers, *s_context_kw,
+    *s_get_buffer, *s_buffer_updated, *s_hold_rest, *s_minus_one, *s_gb_failed, *s_bu_failed;
 
 /* Set once by setup_loop(): asyncio's classes and helpers the loop uses. */
 static PyTypeObject *handle_type, *timer_type, *inline_selector_type;
@@ -140,7 +143,8 @@ call_in_except(PyObject *exc, PyObject *callable, PyObject *const *args, size_t 
 static PyObject *
 transport_write(PyObject *self, PyObject *data)
 {
-    if (PyBytes_CheckExact(data) && PyBytes_GET_SIZE(data) > 0 && conn_write != NULL) {
+    if (conn_write != NULL && (PyBytes_CheckExact(data) || PyByteArray_CheckExact(data)
+                               || PyMemoryView_Check(data))) {
         PyObject *w = PyObject_GetAttr(self, s_wconn);
         if (w == NULL)
             return NULL;
@@ -148,10 +152,17 @@ transport_write(PyObject *self, PyObject *data)
         Py_DECREF(w);
         if (conn == NULL && PyErr_Occurred())
             return NULL;
-        if (conn != NULL) {
-            int64_t n = conn_write((np_conn *)conn, PyBytes_AS_STRING(data),
-                                   (size_t)PyBytes_GET_SIZE(data));
-            if (n == 0)             /* all sent (or queued below nothing) */
+        Py_buffer view;
+        /* A non-contiguous memoryview refuses PyBUF_SIMPLE: Python path. */
+        if (conn != NULL && PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) == 0) {
+            if (view.len == 0) {
+                PyBuffer_Release(&view);
+                Py_RETURN_NONE;
+            }
+            /* np_conn_write sends or copies before it returns. */
+            int64_t n = conn_write((np_conn *)conn, view.buf, (size_t)view.len);
+            PyBuffer_Release(&view);
+            if (n == 0)             /* all sent */
                 Py_RETURN_NONE;
             PyObject *pn = PyLong_FromLongLong(n);
             if (pn == NULL)
@@ -161,6 +172,7 @@ transport_write(PyObject *self, PyObject *data)
             Py_DECREF(pn);
             return res;
         }
+        PyErr_Clear();
     }
     return PyObject_CallMethodOneArg(self, s_write_slow, data);
 }
@@ -185,8 +197,86 @@ static PyTypeObject TransportBase_Type = {
 
 #define RARE (NP_EV_EOF | NP_EV_CLOSED | NP_EV_DRAINED)
 
-/* The common record (data, no EOF/close/drain, transport `_direct`): hand the
- * bytes to protocol.data_received with _data_received's error handling.
+/* The exception just raised by a protocol callback: SystemExit and
+ * KeyboardInterrupt propagate (-1); anything else goes to
+ * tr._fatal_error(exc, msg) as the except branch of transports.py does (1). */
+static int
+protocol_failed(PyObject *tr, PyObject *msg)
+{
+    if (must_propagate())
+        return -1;
+    PyObject *exc = fetch_exception();
+    if (exc == NULL)
+        return -1;
+    PyObject *args[2] = {exc, msg};
+    PyObject *res = call_in_except(exc, s_fatal_error, args, 2, tr);
+    Py_DECREF(exc);
+    if (res == NULL)
+        return -1;
+    Py_DECREF(res);
+    return 1;
+}
+
+/* transports._buffer_received, for a BufferedProtocol: get_buffer(-1),
+ * copy, buffer_updated(n), until the data is used up or reading stopped
+ * (paused, closing or another protocol: the rest goes to tr._hold_rest). */
+static int
+deliver_buffered(PyObject *tr, PyObject *proto, const char *data, Py_ssize_t len)
+{
+    Py_ssize_t off = 0;
+    while (off < len) {
+        PyObject *buf = PyObject_CallMethodOneArg(proto, s_get_buffer, s_minus_one);
+        if (buf == NULL)
+            return protocol_failed(tr, s_gb_failed);
+        Py_buffer view;
+        int rc = PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS);
+        Py_DECREF(buf);
+        if (rc < 0)
+            return protocol_failed(tr, s_gb_failed);
+        if (view.len <= 0) {
+            PyBuffer_Release(&view);
+            PyErr_SetString(PyExc_RuntimeError, "get_buffer() returned an empty buffer");
+            return protocol_failed(tr, s_gb_failed);
+        }
+        Py_ssize_t n = view.len < len - off ? view.len : len - off;
+        memcpy(view.buf, data + off, (size_t)n);
+        PyBuffer_Release(&view);
+        off += n;
+        PyObject *pn = PyLong_FromSsize_t(n);
+        if (pn == NULL)
+            return -1;
+        PyObject *res = PyObject_CallMethodOneArg(proto, s_buffer_updated, pn);
+        Py_DECREF(pn);
+        if (res == NULL)
+            return protocol_failed(tr, s_bu_failed);
+        Py_DECREF(res);
+        if (off < len) {
+            PyObject *d = PyObject_GetAttr(tr, s_direct);
+            PyObject *p = d ? PyObject_GetAttr(tr, s_protocol) : NULL;
+            long direct = p ? PyLong_AsLong(d) : -1;
+            Py_XDECREF(d);
+            Py_XDECREF(p);
+            if (direct == -1 && PyErr_Occurred())
+                return -1;
+            if (direct != 2 || p != proto) {
+                PyObject *rest = PyBytes_FromStringAndSize(data + off, len - off);
+                if (rest == NULL)
+                    return -1;
+                res = PyObject_CallMethodOneArg(tr, s_hold_rest, rest);
+                Py_DECREF(rest);
+                if (res == NULL)
+                    return -1;
+                Py_DECREF(res);
+                return 1;
+            }
+        }
+    }
+    return 1;
+}
+
+/* The common record (data, no EOF/close/drain) for a transport whose
+ * `_direct` holds: 1, an asyncio.Protocol (data_received(bytes), with
+ * _data_received's error handling); 2, a BufferedProtocol.
  * Returns 1 done, 0 not direct (caller takes the slow path), -1 error. */
 static int
 deliver_direct(PyObject *tr, const char *data, Py_ssize_t len)
@@ -194,13 +284,20 @@ deliver_direct(PyObject *tr, const char *data, Py_ssize_t len)
     PyObject *d = PyObject_GetAttr(tr, s_direct);
     if (d == NULL)
         return -1;
-    int direct = PyObject_IsTrue(d);
+    long direct = PyLong_AsLong(d);        /* bool or int */
     Py_DECREF(d);
-    if (direct <= 0)
-        return direct;
+    if (direct == -1 && PyErr_Occurred())
+        return -1;
+    if (direct != 1 && direct != 2)
+        return 0;
     PyObject *proto = PyObject_GetAttr(tr, s_protocol);
     if (proto == NULL)
         return -1;
+    if (direct == 2) {
+        int rc = deliver_buffered(tr, proto, data, len);
+        Py_DECREF(proto);
+        return rc;
+    }
     PyObject *bytes = PyBytes_FromStringAndSize(data, len);
     if (bytes == NULL) {
         Py_DECREF(proto);
@@ -213,18 +310,7 @@ deliver_direct(PyObject *tr, const char *data, Py_ssize_t len)
         Py_DECREF(res);
         return 1;
     }
-    if (must_propagate())
-        return -1;
-    PyObject *exc = fetch_exception();
-    if (exc == NULL)
-        return -1;
-    PyObject *args[2] = {exc, s_dr_failed};
-    res = call_in_except(exc, s_fatal_error, args, 2, tr);
-    Py_DECREF(exc);
-    if (res == NULL)
-        return -1;
-    Py_DECREF(res);
-    return 1;
+    return protocol_failed(tr, s_dr_failed);
 }
 
 /* ReactorBase.dispatch(): run the records drained by the last poll/drain;
@@ -951,7 +1037,12 @@ PyInit__speedups(void)
         || intern(&s_time, "time") || intern(&s_when, "_when")
         || intern(&s_run_once_slow, "_run_once_slow")
         || intern(&s_call_soon_slow, "_call_soon_slow")
-        || intern(&s_prune_timers, "_prune_timers") || intern(&s_context_kw, "context"))
+        || intern(&s_prune_timers, "_prune_timers") || intern(&s_context_kw, "context")
+        || intern(&s_get_buffer, "get_buffer") || intern(&s_buffer_updated, "buffer_updated")
+        || intern(&s_hold_rest, "_hold_rest")
+        || intern(&s_gb_failed, "Fatal error: protocol.get_buffer() call failed.")
+        || intern(&s_bu_failed, "Fatal error: protocol.buffer_updated() call failed.")
+        || (s_minus_one = PyLong_FromLong(-1)) == NULL)
         return NULL;
     if (PyType_Ready(&TransportBase_Type) < 0 || PyType_Ready(&LoopBase_Type) < 0
         || PyType_Ready(&ReactorBase_Type) < 0)
