@@ -5,14 +5,16 @@ transport.
 It is the only module besides ``transports`` that calls ``lib``.
 
 Hot path, per loop iteration: inline mode over an epoll selector (the
-default) makes ONE cffi call, ``poll()``, which waits, does the I/O and
-drains; otherwise ``prepare_sleep()`` (only when the loop may block) and
-``drain()``, one cffi call each. The drain fills a preallocated
-array of 24-byte records and copies the connections' input into one arena;
-``_speedups.dispatch`` (C) reads them in place. ``dispatch()`` then runs as ONE handle appended to the loop's ready
-queue, so I/O callbacks come after the callbacks that were ready before them,
-exactly where asyncio's selector loop puts its ``_read_ready`` handles (a task
-that awaited create_connection() resumes before the first data_received).
+default) makes ONE call to ``np_reactor_poll()`` (from the loop's C
+``_run_once``, npaio/_native/speedups.c; ``poll()`` here in debug mode),
+which waits, does the I/O and drains; otherwise ``prepare_sleep()`` (only
+when the loop may block) and ``drain()``, one cffi call each. The drain fills
+a preallocated array of 24-byte records and copies the connections' input
+into one arena; ``dispatch()`` (ReactorBase's, in C) reads them in place. It
+runs as ONE handle appended to the loop's ready queue, so I/O callbacks come
+after the callbacks that were ready before them, exactly where asyncio's
+selector loop puts its ``_read_ready`` handles (a task that awaited
+create_connection() resumes before the first data_received).
 
 Records name connections by id, not address: between the drain and the
 dispatch a connection can be closed, freed and its address reused.

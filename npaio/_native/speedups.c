@@ -1,23 +1,33 @@
-/* speedups.c -- npaio._speedups: the loop thread's per-request Python paths, in C.
+/* speedups.c -- npaio._speedups: the loop thread's per-request steps, in C.
  *
- * What it owns: three hot paths that run per request or per ready callback on
- * the loop thread, where callgrind showed Python bytecode and cffi argument
+ * What it owns: the steps that run per request or per ready callback on the
+ * loop thread, where callgrind showed Python bytecode and cffi argument
  * conversion costing more than the C core's own work (benchmarks/ATTEMPTS.md,
- * attempt 19):
+ * attempts 19-22):
  *   - TransportBase.write(bytes, bytearray or memoryview): np_conn_write()
  *     called directly, without cffi's argument conversion and its GIL
  *     release/re-take;
- *   - dispatch(): completion records to protocol.data_received(bytes);
- *   - run_ready(): the ready queue's asyncio Handle bodies (Handle._run);
+ *   - ReactorBase.dispatch(): completion records to
+ *     protocol.data_received(bytes), or a BufferedProtocol's
+ *     get_buffer/buffer_updated;
  *   - LoopBase._run_once(): base_events' loop iteration in inline mode (one
- *     np_reactor_poll() call, GIL released while it waits);
+ *     np_reactor_poll() call, GIL released while it waits), running the
+ *     ready asyncio Handles' bodies (Handle._run) itself;
  *   - LoopBase.call_soon(): the Handle built without Handle.__init__.
  * Everything that is not the common case calls back into the Python methods
- * that do it (Transport._write_slow, _reactor._dispatch_record,
- * Handle._run, loop._callback_failed, Loop._run_once_slow,
- * Loop._call_soon_slow, Loop._prune_timers), so transports.py and loop.py
- * remain the readable reference of what happens; this file only skips
- * frames.
+ * that do it (Transport._write_slow/_write_done/_hold_rest,
+ * _reactor._dispatch_record, Handle._run, loop._callback_failed,
+ * Loop._run_once_slow, Loop._call_soon_slow, Loop._prune_timers), so
+ * transports.py and loop.py remain the readable reference of what happens;
+ * this file only skips frames.
+ *
+ * What we learned: C wins only where it does not look attributes up.
+ * PyObject_GetAttr on an instance costs ~100-150 instructions; 3.11+'s
+ * specialized LOAD_ATTR ~10. So the loop's and reactor's hot attributes are
+ * C fields (LoopBase, ReactorBase: member descriptors, which asyncio's Python
+ * code reads and writes as before) and Handle slots are used at their
+ * offsets. Transports cannot have a C layout (asyncio's transport classes
+ * have __slots__), so write() and dispatch pay 1-3 lookups per call.
  *
  * Threads: the loop thread only, with the GIL held. Unlike the C core it
  * touches Python objects; no poller thread ever calls it. np_conn_write() is
@@ -26,12 +36,12 @@
  *
  * The C core stays one copy, in npaio._np: _reactor.py hands this module the
  * addresses of np_conn_write and np_reactor_poll (cffi's ffi.addressof)
- * through set_native(); a Reactor publishes its np_reactor and np_pollbuf
- * addresses as ints (`_r_addr`, `_pollbuf_addr`, `_pollbuf_none_addr`).
- * Transports publish their np_conn address as the int `_wconn`, 0 whenever
- * write() must take the Python path (no connection, connection lost,
- * write_eof); transports.py clears it before the connection is released, so
- * a stale address is never used.
+ * through set_native(); a Reactor keeps its np_reactor, np_pollbuf, records
+ * and arena addresses in ReactorBase's fields (`_r_addr`, ...; `_r_addr` is
+ * 0 once the reactor is freed). Transports publish their np_conn address as
+ * the int `_wconn`, 0 whenever write() must take the Python path (no
+ * connection, connection lost, write_eof); transports.py clears it before
+ * the connection is released, so a stale address is never used.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
