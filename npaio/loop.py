@@ -215,7 +215,7 @@ if _FAST_HANDLE:
         heapq.heappop, float(base_events.MAXIMUM_SELECT_TIMEOUT),
         tuple(events.Handle.__dict__[f] for f in (
             '_callback', '_args', '_cancelled', '_loop', '_source_traceback',
-            '_repr', '_context')))
+            '_repr', '_context')), _ReactorSelector)
 
 
 class Loop(_speedups.LoopBase, asyncio.SelectorEventLoop):
@@ -309,14 +309,14 @@ class Loop(_speedups.LoopBase, asyncio.SelectorEventLoop):
     # -- the hooks of base_events ------------------------------------------
 
     # _run_once() is LoopBase's (speedups.c): base_events' _run_once step
-    # for step in inline mode over the epoll selector (not debug), with
-    # np_reactor_poll() (GIL released while it waits) in place of
-    # selector.select(), the selector proper and _process_events only when
-    # its fd fired, no time() calls without timers, and the ready handles
-    # run in C (run_ready). What it leaves to Python:
+    # for step (not in debug mode), the ready handles run in C, no time()
+    # calls without timers. In inline mode over the epoll selector
+    # np_reactor_poll() (GIL released while it waits) replaces
+    # selector.select(), and the selector proper and _process_events run
+    # only when its fd fired. What it leaves to Python:
 
     def _run_once_slow(self):
-        """Debug mode, other selectors, pollers >= 1: asyncio's own."""
+        """Debug mode, a selector replaced after __init__: asyncio's own."""
         return super(_speedups.LoopBase, self)._run_once()
 
     def _prune_timers(self):

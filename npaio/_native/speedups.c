@@ -10,7 +10,7 @@
  *   - ReactorBase.dispatch(): completion records to
  *     protocol.data_received(bytes), or a BufferedProtocol's
  *     get_buffer/buffer_updated;
- *   - LoopBase._run_once(): base_events' loop iteration in inline mode (one
+ *   - LoopBase._run_once(): base_events' loop iteration (in inline mode one
  *     np_reactor_poll() call, GIL released while it waits), running the
  *     ready asyncio Handles' bodies (Handle._run) itself;
  *   - LoopBase.call_soon(): the Handle built without Handle.__init__.
@@ -65,7 +65,7 @@ static PyObject *s_wconn, *s_write_slow, *s_write_done, *s_direct, *s_protocol,
     *s_get_buffer, *s_buffer_updated, *s_hold_rest, *s_minus_one, *s_gb_failed, *s_bu_failed;
 
 /* Set once by setup_loop(): asyncio's classes and helpers the loop uses. */
-static PyTypeObject *handle_type, *timer_type, *inline_selector_type;
+static PyTypeObject *handle_type, *timer_type, *inline_selector_type, *reactor_selector_type;
 static PyObject *callback_failed, *heappop, *max_select_timeout, *dispatch_record;
 /* Handle's slot descriptors, in the order of HANDLE_FIELDS below. */
 enum { F_CALLBACK, F_ARGS, F_CANCELLED, F_LOOP, F_SOURCE_TB, F_REPR, F_CONTEXT,
@@ -541,11 +541,11 @@ reactor_poll_once(ReactorObject *ro, int ms)
     return n & 1;
 }
 
-/* Timeout of this iteration's poll in ms: 0 if callbacks are ready or the
- * loop stops, -1 (forever) without timers, else until the first timer, rounded
- * up as EpollSelector does (never wake before a timer is due). */
+/* Timeout of this iteration's poll in seconds: 0 if callbacks are ready or
+ * the loop stops, -1 (forever) without timers, else until the first timer,
+ * at most MAXIMUM_SELECT_TIMEOUT. */
 static int
-poll_timeout(LoopObject *lo, int *ms)
+poll_timeout(LoopObject *lo, double *secs)
 {
     Py_ssize_t nready = PyObject_Length(lo->ready);
     if (nready < 0)
@@ -554,11 +554,11 @@ poll_timeout(LoopObject *lo, int *ms)
     if (stopping < 0)
         return -1;
     if (nready || stopping) {
-        *ms = 0;
+        *secs = 0;
         return 0;
     }
     if (PyList_GET_SIZE(lo->scheduled) == 0) {
-        *ms = -1;
+        *secs = -1;
         return 0;
     }
     PyObject *w = PyObject_GetAttr(PyList_GET_ITEM(lo->scheduled, 0), s_when);
@@ -569,15 +569,39 @@ poll_timeout(LoopObject *lo, int *ms)
     if ((when == -1.0 && PyErr_Occurred()) || loop_time((PyObject *)lo, &now) < 0)
         return -1;
     double timeout = when - now;
-    if (timeout <= 0) {
-        *ms = 0;
-        return 0;
-    }
     double cap = PyFloat_AsDouble(max_select_timeout);
-    if (timeout > cap)
-        timeout = cap;
-    double m = ceil(timeout * 1e3);
-    *ms = m > 2147483647.0 ? 2147483647 : (int)m;
+    *secs = timeout <= 0 ? 0 : timeout > cap ? cap : timeout;
+    return 0;
+}
+
+/* Rounded up to ms as EpollSelector does (never wake before a timer is due). */
+static int
+timeout_ms(double secs)
+{
+    if (secs < 0)
+        return -1;
+    double m = ceil(secs * 1e3);
+    return m > 2147483647.0 ? 2147483647 : (int)m;
+}
+
+/* pollers >= 1 (a _ReactorSelector): self._process_events(selector.select(t)),
+ * the selector wrapper doing the reactor's about-to-sleep handshake and
+ * _process_events the drain. */
+static int
+select_and_process(PyObject *self, PyObject *selector, double secs)
+{
+    PyObject *t = secs < 0 ? Py_NewRef(Py_None) : PyFloat_FromDouble(secs);
+    if (t == NULL)
+        return -1;
+    PyObject *events = PyObject_CallMethodOneArg(selector, s_select, t);
+    Py_DECREF(t);
+    if (events == NULL)
+        return -1;
+    PyObject *r = PyObject_CallMethodOneArg(self, s_process_events, events);
+    Py_DECREF(events);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
     return 0;
 }
 
@@ -620,8 +644,11 @@ ready_due_timers(LoopObject *lo, PyObject *scheduled)
     return 0;
 }
 
-/* LoopBase._run_once: base_events._run_once, step for step, in inline mode
- * over an epoll selector (not debug); every other loop runs
+/* LoopBase._run_once: base_events._run_once, step for step (not in debug
+ * mode). Inline mode over an epoll selector: np_reactor_poll() in place of
+ * selector.select(), the selector proper only when its fd fired; pollers >= 1
+ * (a _ReactorSelector): select() and _process_events() as asyncio calls them.
+ * Debug mode and a selector replaced after __init__ run
  * self._run_once_slow(). */
 static PyObject *
 loop_run_once(PyObject *self, PyObject *unused)
@@ -632,7 +659,8 @@ loop_run_once(PyObject *self, PyObject *unused)
         || lo->selector == NULL || lo->ready == NULL || lo->scheduled == NULL
         || lo->stopping == NULL || lo->reactor == NULL || lo->clock_resolution == NULL
         || lo->dispatch_handle == NULL
-        || Py_TYPE(lo->selector) != inline_selector_type
+        || (Py_TYPE(lo->selector) != inline_selector_type
+            && Py_TYPE(lo->selector) != reactor_selector_type)
         || !PyList_CheckExact(lo->scheduled)
         || !PyObject_TypeCheck(lo->reactor, &ReactorBase_Type))
         return PyObject_CallMethodNoArgs(self, s_run_once_slow);
@@ -661,14 +689,19 @@ loop_run_once(PyObject *self, PyObject *unused)
             }
         }
     }
-    int ms;
-    if (poll_timeout(lo, &ms) < 0)
+    double secs;
+    if (poll_timeout(lo, &secs) < 0)
         return NULL;
     /* Hold what the steps below use: callbacks may rebind the attributes. */
     PyObject *ready = Py_NewRef(lo->ready), *scheduled = Py_NewRef(lo->scheduled),
         *reactor = Py_NewRef(lo->reactor), *selector = Py_NewRef(lo->selector);
     PyObject *res = NULL;
-    int sel = reactor_poll_once((ReactorObject *)reactor, ms);
+    if (Py_TYPE(selector) == reactor_selector_type) {
+        if (select_and_process(self, selector, secs) < 0)
+            goto done;
+        goto timers;
+    }
+    int sel = reactor_poll_once((ReactorObject *)reactor, timeout_ms(secs));
     if (sel < 0)
         goto done;
     if (sel) {
@@ -693,6 +726,7 @@ loop_run_once(PyObject *self, PyObject *unused)
             goto done;
         Py_DECREF(r);
     }
+timers:
     if (ready_due_timers(lo, scheduled) < 0)
         goto done;
     if (run_ready(ready, handle_type, timer_type, callback_failed) < 0)
@@ -937,7 +971,7 @@ static PyTypeObject ReactorBase_Type = {
 };
 
 /* setup_loop(Handle, TimerHandle, InlineSelector, callback_failed, heappop,
- *            MAXIMUM_SELECT_TIMEOUT, handle_fields): what LoopBase needs of
+ *            MAXIMUM_SELECT_TIMEOUT, handle_fields, ReactorSelector): what LoopBase needs of
  * asyncio. handle_fields: Handle's member descriptors for _callback, _args,
  * _cancelled, _loop, _source_traceback, _repr, _context (loop.py checks
  * Handle's __slots__ first; without them it does not call this and
@@ -946,11 +980,13 @@ static PyObject *
 speedups_setup_loop(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)mod;
-    if (nargs != 7 || !PyType_Check(args[0]) || !PyType_Check(args[1])
+    if (nargs != 8 || !PyType_Check(args[0]) || !PyType_Check(args[1])
         || !PyType_Check(args[2]) || !PyFloat_Check(args[5])
-        || !PyTuple_Check(args[6]) || PyTuple_GET_SIZE(args[6]) != F_NFIELDS) {
+        || !PyTuple_Check(args[6]) || PyTuple_GET_SIZE(args[6]) != F_NFIELDS
+        || !PyType_Check(args[7])) {
         PyErr_SetString(PyExc_TypeError, "setup_loop(Handle, TimerHandle, InlineSelector, "
-                        "callback_failed, heappop, max_select_timeout: float, fields: tuple)");
+                        "callback_failed, heappop, max_select_timeout: float, fields: tuple, "
+                        "ReactorSelector)");
         return NULL;
     }
     for (int f = 0; f < F_NFIELDS; f++) {
@@ -972,6 +1008,7 @@ speedups_setup_loop(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     Py_XSETREF(handle_type, (PyTypeObject *)Py_NewRef(args[0]));
     Py_XSETREF(timer_type, (PyTypeObject *)Py_NewRef(args[1]));
     Py_XSETREF(inline_selector_type, (PyTypeObject *)Py_NewRef(args[2]));
+    Py_XSETREF(reactor_selector_type, (PyTypeObject *)Py_NewRef(args[7]));
     Py_XSETREF(callback_failed, Py_NewRef(args[3]));
     Py_XSETREF(heappop, Py_NewRef(args[4]));
     Py_XSETREF(max_select_timeout, Py_NewRef(args[5]));
