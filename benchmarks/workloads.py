@@ -59,11 +59,14 @@ def http(server, conns, depth=1, variants=None, pinned=True, tag=""):
 def quick():
     unpinned = [ASYNCIO, UVLOOP, NPAIO, NPAIO_INLINE, npaio_variant(2)]
     return [
-        echo("echo_protocol", 1024, 10),
+        echo("echo_protocol", 1024, 10, variants=[ASYNCIO, UVLOOP, NPAIO, NPAIO_INLINE,
+                                                  npaio_variant(1), C_EPOLL]),
         echo("echo_streams", 1024, 10),
+        echo("echo_buffered", 1024, 10),
         echo("echo_protocol", 64, 1, tag="ping-pong "),
         echo("echo_protocol", 64, 10, depth=16),
         http("http_httptools", 10),
+        http("http_httptools", 10, depth=16),
         http("http_uvicorn", 10),
         echo("echo_protocol", 1024, 10, variants=unpinned, pinned=False, tag="unpinned "),
     ]

@@ -125,6 +125,12 @@ def test_callback_in_an_entered_context_is_reported(loop, loop_errors):
 
     h = ctx.run(loop.run_until_complete, main())
     assert ran == ["other"]
+    if sys.version_info >= (3, 12):
+        # 3.12+ runs the exception handler in the handle's context too, which
+        # fails the same way: asyncio logs "Unhandled error in exception
+        # handler" and the handler never sees it.
+        assert loop_errors == []
+        return
     assert len(loop_errors) == 1, loop_errors
     assert loop_errors[0]["handle"] is h
     exc = loop_errors[0]["exception"]
