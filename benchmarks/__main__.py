@@ -36,7 +36,7 @@ def machine():
 def main():
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="small matrix, under 2 minutes")
+    p.add_argument("--quick", action="store_true", help="small matrix, about 3 minutes")
     p.add_argument("--rounds", type=int, help="rounds per workload (quick 3, full 3)")
     p.add_argument("--duration", type=float, help="seconds measured per run (quick 0.8, full 3; wrk rounds to whole seconds)")
     p.add_argument("--warmup", type=float, help="echo client warm-up seconds per run")
