@@ -44,12 +44,13 @@ __all__ = ['Loop']
 _MAX_POLLERS = 256
 
 # Default pollers: 0, the reactor runs inline on the loop thread. Measured
-# (benchmarks/RESULTS.md, 2-core machine, 1 KiB echo, 10 connections): inline
-# 0.88x uvloop pinned and 0.80x unpinned, against 0.55x / 0.52x with one
-# poller thread and 0.58x with two. A poller thread takes the reads off the
-# loop thread (its CPU per request: 9.9 us vs 10.1 us inline) but the sends
-# stay there and the eventfd hand-off and thread switches cost more than the
-# reads saved. Threads will pay once writes are offloaded to them as well.
+# (benchmarks/RESULTS.md, 2-core machine, 1 KiB echo, 10 connections, after
+# the C loop paths): inline 1.09x-1.30x uvloop pinned, against 0.71x with one
+# poller thread pinned on the same core and 0.58x with two unpinned. A
+# poller thread takes the reads off the loop thread (its CPU per request:
+# 5.52 us vs 5.46-6.85 inline, uvloop 7.51) but the sends stay there and the
+# eventfd hand-off and thread switches cost more than the reads saved.
+# Threads will pay once writes are offloaded to them as well.
 _DEFAULT_POLLERS = 0
 
 
