@@ -194,20 +194,36 @@ class _Echo(asyncio.Protocol):
         self.transport.write(data)
 
 
+class _Collect(asyncio.Protocol):
+    def __init__(self):
+        self.got = bytearray()
+
+    def data_received(self, data):
+        self.got.extend(data)
+
+
+async def _echo_pair(loop, send, expect, timeout_steps=500):
+    """Connect to an echo server, call send(transport), wait until `expect`
+    bytes came back; returns them."""
+    server = await loop.create_server(_Echo, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    tr, client = await loop.create_connection(_Collect, "127.0.0.1", port)
+    try:
+        send(tr)
+        for _ in range(timeout_steps):
+            if len(client.got) >= expect:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        tr.close()
+        server.close()
+        await server.wait_closed()
+        await asyncio.sleep(0.01)
+    return bytes(client.got)
+
+
 def test_write_accepts_bytes_like_and_rejects_others(loop, run):
-    got = []
-
-    class Client(asyncio.Protocol):
-        def connection_made(self, transport):
-            self.transport = transport
-
-        def data_received(self, data):
-            got.append(data)
-
-    async def main():
-        server = await loop.create_server(_Echo, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        tr, proto = await loop.create_connection(Client, "127.0.0.1", port)
+    def send(tr):
         tr.write(b"")
         tr.write(b"a")
         tr.write(bytearray(b"b"))
@@ -217,22 +233,19 @@ def test_write_accepts_bytes_like_and_rejects_others(loop, run):
             with pytest.raises(TypeError):
                 tr.write(bad)
         tr.writelines([b"f", bytearray(b"g"), memoryview(b"h")])
-        for _ in range(200):
-            if sum(map(len, got)) >= 8:
-                break
-            await asyncio.sleep(0.01)
-        tr.write_eof()
-        with pytest.raises(RuntimeError):
-            tr.write(b"after eof")
-        with pytest.raises(RuntimeError):
-            tr.write(bytearray(b"after eof"))
-        tr.close()
-        server.close()
-        await server.wait_closed()
-        await asyncio.sleep(0.01)
 
-    run(loop, main())
-    assert b"".join(got) == b"abcdefgh"
+    assert run(loop, _echo_pair(loop, send, 8)) == b"abcdefgh"
+
+
+def test_write_after_write_eof_raises_for_every_type(loop, run):
+    def send(tr):
+        tr.write(b"x")
+        tr.write_eof()
+        for data in (b"after eof", bytearray(b"after eof"), memoryview(b"after eof")):
+            with pytest.raises(RuntimeError):
+                tr.write(data)
+
+    assert run(loop, _echo_pair(loop, send, 1)) == b"x"
 
 
 def test_write_from_a_bytes_subclass(loop, run):
@@ -240,30 +253,7 @@ def test_write_from_a_bytes_subclass(loop, run):
     class B(bytes):
         pass
 
-    got = bytearray()
-
-    class Client(asyncio.Protocol):
-        def connection_made(self, transport):
-            self.transport = transport
-
-        def data_received(self, data):
-            got.extend(data)
-
-    async def main():
-        server = await loop.create_server(_Echo, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        tr, _ = await loop.create_connection(Client, "127.0.0.1", port)
-        tr.write(B(b"subclass"))
-        for _ in range(200):
-            if len(got) >= 8:
-                break
-            await asyncio.sleep(0.01)
-        tr.close()
-        server.close()
-        await server.wait_closed()
-
-    run(loop, main())
-    assert bytes(got) == b"subclass"
+    assert run(loop, _echo_pair(loop, lambda tr: tr.write(B(b"subclass")), 8)) == b"subclass"
 
 
 @pytest.mark.skipif(sys.implementation.name != "cpython", reason="CPython refcounts")
@@ -272,29 +262,11 @@ def test_write_and_dispatch_keep_refcounts(loop, run):
     data object's refcount is back where it was after many writes."""
     payload = b"r" * 1000
     before = sys.getrefcount(payload)
-    got = bytearray()
 
-    class Client(asyncio.Protocol):
-        def connection_made(self, transport):
-            self.transport = transport
-
-        def data_received(self, data):
-            got.extend(data)
-
-    async def main():
-        server = await loop.create_server(_Echo, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        tr, _ = await loop.create_connection(Client, "127.0.0.1", port)
+    def send(tr):
         for _ in range(100):
             tr.write(payload)
-        for _ in range(500):
-            if len(got) >= 100 * len(payload):
-                break
-            await asyncio.sleep(0.01)
-        tr.close()
-        server.close()
-        await server.wait_closed()
 
-    run(loop, main())
-    assert len(got) == 100 * len(payload)
+    got = run(loop, _echo_pair(loop, send, 100 * len(payload)))
+    assert got == payload * 100
     assert sys.getrefcount(payload) == before
