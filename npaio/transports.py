@@ -44,6 +44,8 @@ logger = logging.getLogger("asyncio")
 _BUFFERED = 1
 _SIMPLE = 0
 _NOCOPY = 2         # npaio.NocopyProtocol: reads the connection's LinkBuffer
+# Transport._direct per read mode: what speedups.c's dispatch delivers itself.
+_DIRECT_MODES = {_SIMPLE: 1, _BUFFERED: 2}
 
 
 class _ConnWriter(LinkBuffer):
@@ -180,7 +182,7 @@ class _NativeSocketTransport(TransportBase, transports._FlowControlMixin,
         if self._paused or self._closing or self._held:
             self._direct = 0
         else:
-            self._direct = {_SIMPLE: 1, _BUFFERED: 2}.get(self._read_mode, 0)
+            self._direct = _DIRECT_MODES.get(self._read_mode, 0)
 
     def _set_nocopy(self, on):
         """Read the connection's input LinkBuffer in Python (no arena copy)."""
@@ -366,11 +368,8 @@ class _NativeSocketTransport(TransportBase, transports._FlowControlMixin,
                 logger.warning('socket.send() raised exception.')
             self._conn_lost += 1
             return
-        if type(data) is bytes:
-            n = lib.np_conn_write(self._conn, data, len(data))
-        else:
-            buf = ffi.from_buffer(data)
-            n = lib.np_conn_write(self._conn, buf, len(buf))
+        buf = ffi.from_buffer(data)
+        n = lib.np_conn_write(self._conn, buf, len(buf))
         if n:
             self._write_done(n)
 

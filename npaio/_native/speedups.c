@@ -67,23 +67,24 @@ static PyObject *s_wconn, *s_write_slow, *s_write_done, *s_direct, *s_protocol,
 /* Set once by setup_loop(): asyncio's classes and helpers the loop uses. */
 static PyTypeObject *handle_type, *timer_type, *inline_selector_type, *reactor_selector_type;
 static PyObject *callback_failed, *heappop, *max_select_timeout, *dispatch_record;
-/* Handle's slot descriptors, in the order of HANDLE_FIELDS below. */
+/* Where Handle's slots live in a Handle (their member descriptors' offsets,
+ * taken by setup_loop; handle_type keeps the descriptors alive): run_ready
+ * and call_soon read and write them directly, as the descriptors themselves
+ * do. Valid for Handle and TimerHandle objects only (checked by exact type). */
 enum { F_CALLBACK, F_ARGS, F_CANCELLED, F_LOOP, F_SOURCE_TB, F_REPR, F_CONTEXT,
        F_NFIELDS };
-static PyObject *handle_fields[F_NFIELDS];
-/* ...and where each lives in a Handle (PyMemberDef offsets): run_ready and
- * call_soon read and write them directly, as the descriptors themselves do.
- * Valid for Handle and TimerHandle objects only (checked by exact type). */
 static Py_ssize_t handle_off[F_NFIELDS];
 #define HFIELD(h, f) (*(PyObject **)((char *)(h) + handle_off[f]))
 
 /* npaio.Loop's hot attributes live in LoopBase's C fields: asyncio's Python
  * code reads and writes them as usual (member descriptors, which 3.11+
  * specializes like __slots__), and C reads them without a lookup. */
+#define LOOP_FIELDS(X) X(ready) X(scheduled) X(stopping) X(debug) X(closed) \
+    X(selector) X(reactor) X(dispatch_handle) X(clock_resolution)
+#define LOOP_FIELD_DECL(f) PyObject *f;
 typedef struct {
     PyObject_HEAD
-    PyObject *ready, *scheduled, *stopping, *debug, *closed, *selector, *reactor,
-        *dispatch_handle, *clock_resolution;
+    LOOP_FIELDS(LOOP_FIELD_DECL)        /* attribute "_" #f */
 } LoopObject;
 
 /* Likewise _reactor.Reactor's: the np_reactor and its buffers (addresses),
@@ -150,11 +151,31 @@ call_in_except(PyObject *exc, PyObject *callable, PyObject *const *args, size_t 
 
 /* -- TransportBase.write ---------------------------------------------------- */
 
+/* np_conn_write (it sends, or copies what the socket did not take, before it
+ * returns); a non-zero result goes to Transport._write_done(n): flow
+ * control and errors. */
+static PyObject *
+write_to_conn(PyObject *self, void *conn, const char *buf, Py_ssize_t len)
+{
+    if (len == 0)
+        Py_RETURN_NONE;
+    int64_t n = conn_write((np_conn *)conn, buf, (size_t)len);
+    if (n == 0)                 /* all sent */
+        Py_RETURN_NONE;
+    PyObject *pn = PyLong_FromLongLong(n);
+    if (pn == NULL)
+        return NULL;
+    PyObject *res = PyObject_CallMethodOneArg(self, s_write_done, pn);
+    Py_DECREF(pn);
+    return res;
+}
+
 static PyObject *
 transport_write(PyObject *self, PyObject *data)
 {
-    if (conn_write != NULL && (PyBytes_CheckExact(data) || PyByteArray_CheckExact(data)
-                               || PyMemoryView_Check(data))) {
+    int is_bytes = PyBytes_CheckExact(data);
+    if (conn_write != NULL
+        && (is_bytes || PyByteArray_CheckExact(data) || PyMemoryView_Check(data))) {
         PyObject *w = PyObject_GetAttr(self, s_wconn);
         if (w == NULL)
             return NULL;
@@ -162,27 +183,18 @@ transport_write(PyObject *self, PyObject *data)
         Py_DECREF(w);
         if (conn == NULL && PyErr_Occurred())
             return NULL;
+        if (conn != NULL && is_bytes)       /* no buffer export for bytes */
+            return write_to_conn(self, conn, PyBytes_AS_STRING(data),
+                                 PyBytes_GET_SIZE(data));
         Py_buffer view;
-        /* A non-contiguous memoryview refuses PyBUF_SIMPLE: Python path. */
-        if (conn != NULL && PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) == 0) {
-            if (view.len == 0) {
+        if (conn != NULL) {
+            if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) == 0) {
+                PyObject *res = write_to_conn(self, conn, view.buf, view.len);
                 PyBuffer_Release(&view);
-                Py_RETURN_NONE;
+                return res;
             }
-            /* np_conn_write sends or copies before it returns. */
-            int64_t n = conn_write((np_conn *)conn, view.buf, (size_t)view.len);
-            PyBuffer_Release(&view);
-            if (n == 0)             /* all sent */
-                Py_RETURN_NONE;
-            PyObject *pn = PyLong_FromLongLong(n);
-            if (pn == NULL)
-                return NULL;
-            /* Flow control and errors: Transport._write_done(n). */
-            PyObject *res = PyObject_CallMethodOneArg(self, s_write_done, pn);
-            Py_DECREF(pn);
-            return res;
+            PyErr_Clear();      /* a non-contiguous memoryview: Python path */
         }
-        PyErr_Clear();
     }
     return PyObject_CallMethodOneArg(self, s_write_slow, data);
 }
@@ -828,18 +840,9 @@ static PyMethodDef loop_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-#define LOOP_MEMBER(name, field) \
-    {name, T_OBJECT_EX, offsetof(LoopObject, field), 0, NULL}
+#define LOOP_MEMBER(f) {"_" #f, T_OBJECT_EX, offsetof(LoopObject, f), 0, NULL},
 static PyMemberDef loop_members[] = {
-    LOOP_MEMBER("_ready", ready),
-    LOOP_MEMBER("_scheduled", scheduled),
-    LOOP_MEMBER("_stopping", stopping),
-    LOOP_MEMBER("_debug", debug),
-    LOOP_MEMBER("_closed", closed),
-    LOOP_MEMBER("_selector", selector),
-    LOOP_MEMBER("_reactor", reactor),
-    LOOP_MEMBER("_dispatch_handle", dispatch_handle),
-    LOOP_MEMBER("_clock_resolution", clock_resolution),
+    LOOP_FIELDS(LOOP_MEMBER)
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -858,35 +861,21 @@ loop_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)lo;
 }
 
+#define LOOP_VISIT(f) Py_VISIT(lo->f);
 static int
 loop_traverse(PyObject *self, visitproc visit, void *arg)
 {
     LoopObject *lo = (LoopObject *)self;
-    Py_VISIT(lo->ready);
-    Py_VISIT(lo->scheduled);
-    Py_VISIT(lo->stopping);
-    Py_VISIT(lo->debug);
-    Py_VISIT(lo->closed);
-    Py_VISIT(lo->selector);
-    Py_VISIT(lo->reactor);
-    Py_VISIT(lo->dispatch_handle);
-    Py_VISIT(lo->clock_resolution);
+    LOOP_FIELDS(LOOP_VISIT)
     return 0;
 }
 
+#define LOOP_CLEAR(f) Py_CLEAR(lo->f);
 static int
 loop_clear(PyObject *self)
 {
     LoopObject *lo = (LoopObject *)self;
-    Py_CLEAR(lo->ready);
-    Py_CLEAR(lo->scheduled);
-    Py_CLEAR(lo->stopping);
-    Py_CLEAR(lo->debug);
-    Py_CLEAR(lo->closed);
-    Py_CLEAR(lo->selector);
-    Py_CLEAR(lo->reactor);
-    Py_CLEAR(lo->dispatch_handle);
-    Py_CLEAR(lo->clock_resolution);
+    LOOP_FIELDS(LOOP_CLEAR)
     return 0;
 }
 
@@ -1000,11 +989,8 @@ speedups_setup_loop(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
             return NULL;
         }
     }
-    for (int f = 0; f < F_NFIELDS; f++) {
-        PyObject *d = PyTuple_GET_ITEM(args[6], f);
-        Py_XSETREF(handle_fields[f], Py_NewRef(d));
-        handle_off[f] = ((PyMemberDescrObject *)d)->d_member->offset;
-    }
+    for (int f = 0; f < F_NFIELDS; f++)
+        handle_off[f] = ((PyMemberDescrObject *)PyTuple_GET_ITEM(args[6], f))->d_member->offset;
     Py_XSETREF(handle_type, (PyTypeObject *)Py_NewRef(args[0]));
     Py_XSETREF(timer_type, (PyTypeObject *)Py_NewRef(args[1]));
     Py_XSETREF(inline_selector_type, (PyTypeObject *)Py_NewRef(args[2]));
