@@ -46,7 +46,8 @@ _WRITE_ERROR = lib.NP_EV_WRITE_ERROR
 _RARE = _EOF | _CLOSED | _DRAINED
 
 _REACTOR_STATS = ('drains', 'completions', 'loop_wakeups', 'direct_writes',
-                  'queued_writes', 'throttles', 'sleeps', 'arena_full')
+                  'queued_writes', 'throttles', 'sleeps', 'arena_full',
+                  'handed_writes', 'poller_kicks')
 _POLLER_STATS = ('connections', 'events', 'bytes_read', 'bytes_written',
                  'wakeups', 'reads', 'writes')
 # Live objects, then two running totals (nodes ever allocated and freed).
@@ -142,6 +143,9 @@ class Reactor(_speedups.ReactorBase):
 
     def prepare_sleep(self):
         return lib.np_reactor_prepare_sleep(self.r)
+
+    def set_running(self, running):
+        lib.np_reactor_set_running(self.r, 1 if running else 0)
 
     def drain(self, efd_ready):
         """Fetch what the pollers finished; returns how many records wait."""

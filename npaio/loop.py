@@ -438,6 +438,18 @@ class Loop(_speedups.LoopBase, asyncio.SelectorEventLoop):
             else:
                 conn.close()
 
+    def run_forever(self):
+        # With poller threads, writes made while the loop runs wake their
+        # poller once per iteration; outside run_forever, at once.
+        reactor = self._reactor
+        if reactor is not None:
+            reactor.set_running(True)
+        try:
+            return super().run_forever()
+        finally:
+            if reactor is not None and reactor.r is not None:
+                reactor.set_running(False)
+
     # -- closing ----------------------------------------------------------
 
     def close(self):

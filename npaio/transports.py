@@ -135,6 +135,7 @@ class _NativeSocketTransport(TransportBase, transports._FlowControlMixin,
             raise OSError(err[0], os.strerror(err[0]))
         self._conn = conn
         self._wconn = int(ffi.cast('uintptr_t', conn))
+        lib.np_conn_set_write_high(conn, self._high_water)
         self._cid = loop._reactor.add_transport(conn, self)
         if self._read_mode == _NOCOPY:
             self._set_nocopy(True)
@@ -374,7 +375,8 @@ class _NativeSocketTransport(TransportBase, transports._FlowControlMixin,
             self._write_done(n)
 
     def _write_done(self, n):
-        """np_conn_write returned n != 0: bytes buffered, or -errno."""
+        """np_conn_write returned n != 0: more buffered than the high-water
+        mark, or -errno."""
         if n > self._high_water:
             self._maybe_pause_protocol()
         elif n < 0:
@@ -414,6 +416,12 @@ class _NativeSocketTransport(TransportBase, transports._FlowControlMixin,
         if self._conn is None:
             return 0
         return lib.np_conn_wbuf_size(self._conn)
+
+    def _set_write_buffer_limits(self, high=None, low=None):
+        super()._set_write_buffer_limits(high, low)
+        if getattr(self, '_conn', None) is not None:
+            # np_conn_write returns 0 (nothing to do) up to this mark.
+            lib.np_conn_set_write_high(self._conn, self._high_water)
 
     def _maybe_pause_protocol(self):
         if self._protocol_paused or self._conn is None:

@@ -379,7 +379,9 @@ def test_peer_reset_while_server_writes(loop, run):
         sp = servers[0]
         await sp.made
         await wait_until(lambda: sp.transport.get_write_buffer_size() > 0)
-        c.recv(1000)  # read a little, leave lots unread
+        # read a little, leave lots unread (with poller threads a buffered
+        # write may not have reached the socket yet: wait for it)
+        await loop.sock_recv(c, 1000)
         c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         c.close()
         exc = await sp.lost

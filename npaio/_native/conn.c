@@ -7,8 +7,9 @@
  *  - input LinkBuffer `in`: the owning poller produces (reads), the loop
  *    consumes (reactor.c drain). No lock.
  *  - output LinkBuffer `out`: the loop produces (np_conn_write); the consumer
- *    is whoever holds c->lock: the loop for a direct send when nothing is
- *    queued, else the poller on EPOLLOUT. `armed` says a poller owns it.
+ *    is whoever holds c->lock: in inline mode the loop for a direct send when
+ *    nothing is queued, else the poller, from its flush list (writes the loop
+ *    handed over) or on EPOLLOUT. `armed` says a poller owns it.
  *  - the epoll interest mask: recomputed under c->lock from the flags by
  *    np_conn_update_interest (epoll_ctl is thread-safe, the lock orders it).
  *
@@ -167,10 +168,32 @@ uint64_t np_conn_id(np_conn *c)
     return c->id;
 }
 
+/* What np_conn_write and np_conn_write_lb return when they succeed: 0 while
+ * the output is within the high-water mark (the transport has nothing to do),
+ * else its length (the transport pauses its protocol). */
+static int64_t held_result(np_conn *c)
+{
+    size_t held = np_lb_len(&c->out);
+    return held <= c->whigh ? 0 : (int64_t)held;
+}
+
+void np_conn_set_write_high(np_conn *c, size_t high)
+{
+    c->whigh = high;
+}
+
+/* Inline mode sends at once when nothing is queued (asyncio, uvloop and
+ * netpoll all do). With poller threads the loop never sends: it copies the
+ * data into `out`, marks the write side armed (a poller owns it) and hands
+ * the connection to its poller's flush list (np_poller_flush_later), which
+ * sends it from the poller thread -- waking that poller only if it sleeps.
+ * The send syscall (on loopback it also runs the receiver's TCP path) was
+ * the largest piece of the loop thread's time per echo request. */
 int64_t np_conn_write(np_conn *c, const char *data, size_t len)
 {
     np_reactor *r = c->reactor;
     int64_t ret;
+    int hand = 0;
     pthread_mutex_lock(&c->lock);
     if (atomic_load_explicit(&c->closed, memory_order_relaxed)) {
         /* A poller closed it: on error, say which (the caller fails now, as
@@ -181,8 +204,9 @@ int64_t np_conn_write(np_conn *c, const char *data, size_t len)
     }
     size_t sent = 0;
     if (!c->armed && np_lb_len(&c->out) == 0) {
-        /* Optimization: try to send now (asyncio, uvloop and netpoll all do). */
-        for (;;) {
+        if (!r->inline_) {
+            hand = 1;
+        } else for (;;) {
             ssize_t n = send(c->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
             if (n >= 0) {
                 sent = (size_t)n;
@@ -205,14 +229,17 @@ int64_t np_conn_write(np_conn *c, const char *data, size_t len)
             pthread_mutex_unlock(&c->lock);
             return -ENOMEM;
         }
-        NP_STAT(r->stats, NP_RS_QUEUED_WRITES, 1);
         if (!c->armed) {
             c->armed = 1;
-            np_conn_update_interest(c);
+            if (!hand)
+                np_conn_update_interest(c);     /* EPOLLOUT */
         }
+        NP_STAT(r->stats, hand ? NP_RS_HANDED_WRITES : NP_RS_QUEUED_WRITES, 1);
     }
-    ret = (int64_t)np_lb_len(&c->out);
+    ret = held_result(c);
     pthread_mutex_unlock(&c->lock);
+    if (hand)
+        np_poller_flush_later(c->poller, c);
     return ret;
 }
 
@@ -251,7 +278,8 @@ void np_conn_input_consumed(np_conn *c, size_t need)
  * without copying them: sendmsg straight from b's nodes when nothing is
  * queued, and what the kernel does not take moves, nodes and all, to the
  * output LinkBuffer for the poller. b is left empty. Returns what np_conn_write
- * returns. (Moving the nodes to `out` first and sending with
+ * returns. Sends from the loop thread in every mode (a foreign node must not
+ * outlive the call in `out`, see below). (Moving the nodes to `out` first and sending with
  * np_conn_flush_locked would be shorter, but then the last sent node stays as
  * out's tail until the connection is freed, and with it any Python object a
  * foreign node pins: tried, a test's teardown saw the node still alive.) */
@@ -300,7 +328,7 @@ int64_t np_conn_write_lb(np_conn *c, np_linkbuffer *b)
             np_conn_update_interest(c);
         }
     }
-    ret = (int64_t)np_lb_len(&c->out);
+    ret = held_result(c);
     pthread_mutex_unlock(&c->lock);
     return ret;
 }

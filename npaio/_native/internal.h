@@ -132,6 +132,10 @@ struct np_conn {
 
     _Atomic uint32_t pending;      /* NP_EV_* waiting for the loop */
     _Atomic int32_t err;
+    size_t whigh;                  /* [loop] write high-water mark (np_conn_write's result) */
+    struct np_conn *wnext;         /* [poller rlock] next in its flush list */
+    int wqueued;                   /* [poller rlock] in the flush list (holds a ref) */
+    struct np_conn *wtaken;        /* [poller] next in the list it took */
     int queued;                    /* [reactor qlock] in the completion queue */
     uint32_t held;                 /* [loop] flags held back while paused */
     struct np_conn *qnext;         /* [reactor qlock] */
@@ -150,13 +154,18 @@ struct np_poller {
     int started;
     _Atomic int stop;
     np_reactor *reactor;
-    pthread_mutex_t rlock;         /* guards release list */
+    pthread_mutex_t rlock;         /* guards the release and flush lists */
     np_obj *release;
+    np_conn *whead, *wtail;        /* [rlock] writes the loop handed over */
+    _Atomic int sleeping;          /* [atomic] in (or entering) epoll_wait(-1) */
+    int kick_owed;                 /* [loop] listed a write since the last kick */
+    int wake_owed;                 /* [poller] queued completions this batch */
     _Atomic int64_t stats[NP_POLLER_STATS];
 };
 
 enum { NP_RS_DRAINS, NP_RS_COMPLETIONS, NP_RS_LOOP_WAKEUPS, NP_RS_DIRECT_WRITES,
-       NP_RS_QUEUED_WRITES, NP_RS_THROTTLES, NP_RS_SLEEPS, NP_RS_ARENA_FULL };
+       NP_RS_QUEUED_WRITES, NP_RS_THROTTLES, NP_RS_SLEEPS, NP_RS_ARENA_FULL,
+       NP_RS_HANDED_WRITES, NP_RS_POLLER_KICKS };
 
 struct np_reactor {
     pid_t pid;                     /* the process that started the pollers */
@@ -168,6 +177,8 @@ struct np_reactor {
     _Atomic uint64_t seed;         /* random balancer state */
 
     int efd;                       /* the loop's completion eventfd */
+    int running;                   /* [loop] inside run_forever: kicks wait */
+    int kick_owed;                 /* [loop] some poller's kick_owed is set */
     _Atomic int sleeping;          /* the loop is (about to be) in select */
     pthread_mutex_t qlock;         /* completion queue */
     np_conn *qhead, *qtail;
@@ -184,8 +195,10 @@ struct np_reactor {
 /* ---- reactor.c ---------------------------------------------------------- */
 
 void np_post(np_conn *c, uint32_t flags, int err);     /* any thread */
+void np_reactor_wake_loop(np_reactor *r);              /* any thread */
 np_poller *np_balance(np_reactor *r);                  /* any thread */
 void np_reactor_track_conn(np_reactor *r, np_conn *c, int add);
+void np_reactor_kick(np_reactor *r);                   /* loop */
 
 /* ---- conn.c ------------------------------------------------------------- */
 
@@ -206,5 +219,8 @@ void np_poller_stop(np_poller *p);                     /* loop: stop + join */
 void np_poller_destroy(np_poller *p);
 void np_poller_wake(np_poller *p);                     /* any thread */
 void np_poller_release(np_poller *p, np_obj *o);       /* any thread */
+void np_poller_flush_later(np_poller *p, np_conn *c);  /* loop, threaded mode */
+void np_poller_kick(np_poller *p);                     /* loop */
+extern __thread np_poller *np_current_poller;          /* set in poller threads */
 
 #endif

@@ -32,7 +32,7 @@
 /* Number of uint64 counters np_reactor_stats() writes per poller and for the
  * reactor itself, and np_native_counters() in total. */
 #define NP_POLLER_STATS 7
-#define NP_REACTOR_STATS 8
+#define NP_REACTOR_STATS 10
 #define NP_GLOBAL_COUNTERS 7
 
 typedef struct np_reactor np_reactor;
@@ -83,12 +83,20 @@ typedef struct np_pollbuf {
  * selector's fd is readable (the loop then runs its selector, timeout 0). */
 int np_reactor_watch_selector(np_reactor *r, int fd);
 int np_reactor_poll(np_reactor *r, np_pollbuf *pb, int timeout);
+/* Pollers >= 1: the loop says when it enters and leaves run_forever. While
+ * it runs, the pollers its writes were handed to are woken once per
+ * iteration (np_reactor_prepare_sleep, np_reactor_drain), else at once. */
+void np_reactor_set_running(np_reactor *r, int running);
 int np_reactor_stats(np_reactor *r, uint64_t *out, int cap);
 void np_native_counters(uint64_t *out);
 
 np_conn *np_conn_open(np_reactor *r, int fd, int *err);
 uint64_t np_conn_id(np_conn *c);
+/* np_conn_write: 0 when the output holds at most the connection's write
+ * high-water mark (np_conn_set_write_high; 0 until set), else the bytes it
+ * holds; -errno (or -NP_ECLOSED) on error. */
 int64_t np_conn_write(np_conn *c, const char *data, size_t len);
+void np_conn_set_write_high(np_conn *c, size_t high);
 size_t np_conn_wbuf_size(np_conn *c);
 int np_conn_set_notify(np_conn *c, size_t low);
 int np_conn_pause_reading(np_conn *c);

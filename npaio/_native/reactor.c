@@ -14,6 +14,11 @@
  * something exchanges `sleeping` to 0 and writes the eventfd only if it was 1.
  * Both sides use seq_cst, so either the loop sees the queued connection or the
  * poller sees it asleep. A busy loop never sleeps and gets no eventfd writes.
+ * A poller thread does that exchange once per event batch, after the batch,
+ * not at its first completion. Measured (echo 1 KiB, c10, loop and one
+ * poller pinned to one core): waking at the first completion made the woken
+ * loop preempt the poller, drain 1.9 completions and sleep again -- a
+ * sleep/wake pair for every second request.
  *
  * Inline mode (pollers=0): no poller thread, the loop thread runs the poller
  * round itself: no eventfd, no thread switch, the same C code. Two ways:
@@ -232,7 +237,21 @@ void np_post(np_conn *c, uint32_t flags, int err)
         queued_now = 1;
     }
     munlock(r, &r->qlock);
-    if (queued_now && !r->inline_ && atomic_exchange(&r->sleeping, 0)) {
+    if (!queued_now || r->inline_)
+        return;
+    if (np_current_poller) {
+        /* A poller thread: wake the loop once, after its whole event batch
+         * (np_reactor_wake_loop), so that the loop finds it all in one drain. */
+        np_current_poller->wake_owed = 1;
+        return;
+    }
+    np_reactor_wake_loop(r);
+}
+
+/* Any thread: write the loop's eventfd if it sleeps (Dekker, see above). */
+void np_reactor_wake_loop(np_reactor *r)
+{
+    if (atomic_exchange(&r->sleeping, 0)) {
         uint64_t one = 1;
         NP_STAT(r->stats, NP_RS_LOOP_WAKEUPS, 1);
         ssize_t w = write(r->efd, &one, sizeof(one));
@@ -240,10 +259,32 @@ void np_post(np_conn *c, uint32_t flags, int err)
     }
 }
 
+/* Loop thread: wake the pollers that were handed writes this iteration. */
+void np_reactor_kick(np_reactor *r)
+{
+    if (!r->kick_owed)
+        return;
+    r->kick_owed = 0;
+    for (int i = 0; i < r->npollers; i++) {
+        np_poller *p = &r->pollers[i];
+        if (p->kick_owed) {
+            p->kick_owed = 0;
+            np_poller_kick(p);
+        }
+    }
+}
+
+void np_reactor_set_running(np_reactor *r, int running)
+{
+    r->running = running && !r->inline_;
+    np_reactor_kick(r);
+}
+
 /* Returns 1 when completions wait (the loop must not block), else 0 and the
  * loop may sleep: a poller will write the eventfd. */
 int np_reactor_prepare_sleep(np_reactor *r)
 {
+    np_reactor_kick(r);
     atomic_store(&r->sleeping, 1);
     if (atomic_load(&r->qcount) > 0) {
         atomic_store(&r->sleeping, 0);
@@ -372,6 +413,7 @@ static int drain_queue(np_reactor *r, np_record *recs, int maxrecs,
 int np_reactor_drain(np_reactor *r, np_record *recs, int maxrecs,
                      char *arena, uint32_t arena_cap, int efd_ready)
 {
+    np_reactor_kick(r);
     atomic_store(&r->sleeping, 0);
     if (r->inline_) {
         np_poller_run(&r->pollers[0], 0);

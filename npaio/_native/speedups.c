@@ -151,9 +151,10 @@ call_in_except(PyObject *exc, PyObject *callable, PyObject *const *args, size_t 
 
 /* -- TransportBase.write ---------------------------------------------------- */
 
-/* np_conn_write (it sends, or copies what the socket did not take, before it
- * returns); a non-zero result goes to Transport._write_done(n): flow
- * control and errors. */
+/* np_conn_write (inline mode: it sends, and copies what the socket did not
+ * take; with poller threads it copies and hands the send to a poller); a
+ * non-zero result -- more queued than the high-water mark, or -errno -- goes
+ * to Transport._write_done(n): flow control and errors. */
 static PyObject *
 write_to_conn(PyObject *self, void *conn, const char *buf, Py_ssize_t len)
 {
