@@ -44,31 +44,38 @@ def size_label(n):
 NPAIO_INLINE = npaio_variant(0)          # pollers=0: the loop thread polls
 
 
+P1 = npaio_variant(1)                    # one poller thread: the loop thread's own CPU
+
+
 def echo(server, size, conns, depth=1, variants=None, pinned=True, tag=""):
     name = f"{server} {size_label(size)} c{conns}" + (f" d{depth}" if depth > 1 else "")
-    base = [ASYNCIO, UVLOOP, NPAIO, NPAIO_INLINE] + ([C_EPOLL] if server == "echo_protocol" else [])
+    base = [ASYNCIO, UVLOOP, NPAIO, NPAIO_INLINE] + (
+        [P1, C_EPOLL] if server == "echo_protocol" else [])
     return Workload(tag + name, server, conns, size, depth, variants or base, pinned)
 
 
 def http(server, conns, depth=1, variants=None, pinned=True, tag=""):
     name = f"{server} c{conns}" + (f" d{depth}" if depth > 1 else "")
-    return Workload(tag + name, server, conns, 0, depth,
-                    variants or [ASYNCIO, UVLOOP, NPAIO, NPAIO_INLINE], pinned)
+    base = [ASYNCIO, UVLOOP, NPAIO, NPAIO_INLINE] + ([P1] if server == "http_httptools" else [])
+    return Workload(tag + name, server, conns, 0, depth, variants or base, pinned)
 
 
 def quick():
-    unpinned = [ASYNCIO, UVLOOP, NPAIO, NPAIO_INLINE, npaio_variant(2)]
+    # npaio-p0 runs the same code as npaio (the default): it shows the run's
+    # noise, in the first row only. P1 where the loop thread's CPU is a target.
+    lean = [ASYNCIO, UVLOOP, NPAIO]
     return [
-        echo("echo_protocol", 1024, 10, variants=[ASYNCIO, UVLOOP, NPAIO, NPAIO_INLINE,
-                                                  npaio_variant(1), C_EPOLL]),
-        echo("echo_streams", 1024, 10),
-        echo("echo_buffered", 1024, 10),
-        echo("echo_protocol", 64, 1, tag="ping-pong "),
-        echo("echo_protocol", 64, 10, depth=16),
-        http("http_httptools", 10),
-        http("http_httptools", 10, depth=16),
-        http("http_uvicorn", 10),
-        echo("echo_protocol", 1024, 10, variants=unpinned, pinned=False, tag="unpinned "),
+        echo("echo_protocol", 1024, 10),
+        echo("echo_protocol", 10240, 10, variants=[UVLOOP, NPAIO, P1, C_EPOLL]),
+        echo("echo_streams", 1024, 10, variants=lean),
+        echo("echo_buffered", 1024, 10, variants=lean),
+        echo("echo_protocol", 64, 1, variants=lean, tag="ping-pong "),
+        echo("echo_protocol", 64, 10, depth=16, variants=lean),
+        http("http_httptools", 10, variants=lean + [P1]),
+        http("http_httptools", 10, depth=16, variants=lean),
+        http("http_uvicorn", 10, variants=lean),
+        echo("echo_protocol", 1024, 10, variants=[UVLOOP, NPAIO, npaio_variant(2)],
+             pinned=False, tag="unpinned "),
     ]
 
 
