@@ -453,3 +453,45 @@ def test_stream_drain_waits_for_slow_peer(loop, run):
         await server.wait_closed()
 
     run(loop, main(), timeout=60)
+
+
+def test_drain_to_a_client_outside_the_loop(loop, run):
+    """A server streams 5 MiB in 64 KiB writes with drain() to a client that
+    is not on the loop (a thread with a blocking socket): once a flush
+    leaves the buffer at the low mark the writer resumes, although nothing
+    else happens on the loop. (Regression: with writes sent at the
+    iteration's end, inline mode once slept on the DRAINED that its own
+    flush had just posted; only the first 64 KiB arrived.)"""
+    import socket
+    import threading
+
+    n, chunk = 5 * 1024 * 1024 + 7, 64 * 1024
+    data = random.Random(5).randbytes(n)
+
+    async def main():
+        async def handle(reader, writer):
+            for i in range(0, n, chunk):
+                writer.write(data[i:i + chunk])
+                await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        got = bytearray()
+
+        def client():
+            with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+                while True:
+                    b = s.recv(1 << 20)
+                    if not b:
+                        break
+                    got.extend(b)
+
+        t = threading.Thread(target=client)
+        t.start()
+        await loop.run_in_executor(None, t.join)
+        assert len(got) == n and bytes(got) == data
+        server.close()
+        await server.wait_closed()
+
+    run(loop, main(), timeout=60)

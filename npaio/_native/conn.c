@@ -182,18 +182,26 @@ void np_conn_set_write_high(np_conn *c, size_t high)
     c->whigh = high;
 }
 
-/* Inline mode sends at once when nothing is queued (asyncio, uvloop and
- * netpoll all do). With poller threads the loop never sends: it copies the
- * data into `out`, marks the write side armed (a poller owns it) and hands
- * the connection to its poller's flush list (np_poller_flush_later), which
- * sends it from the poller thread -- waking that poller only if it sleeps.
- * The send syscall (on loopback it also runs the receiver's TCP path) was
- * the largest piece of the loop thread's time per echo request. */
+/* While the loop runs, a write is not sent at once: the bytes are copied
+ * into `out`, the write side is marked armed and the connection goes on its
+ * poller's flush list (np_poller_flush_later), sent once per loop iteration
+ * with one sendmsg for all the writes the connection got in it (as uvloop
+ * queues its writes until the iteration's end). With poller threads, the
+ * poller sends it -- the send syscall (on loopback it also runs the
+ * receiver's TCP path) was the largest piece of the loop thread's time per
+ * echo request. In inline mode the loop sends it itself, at the start of
+ * its next poll.
+ *
+ * Sent at once instead, as asyncio does: outside run_forever, and a write
+ * bigger than the high-water mark (no copy of a big buffer). And when the
+ * queued output passes the high-water mark while the socket is not known
+ * to be full (no EPOLLOUT wait), it is sent now rather than pausing the
+ * protocol for bytes the kernel would take at once (uvloop does the same). */
 int64_t np_conn_write(np_conn *c, const char *data, size_t len)
 {
     np_reactor *r = c->reactor;
     int64_t ret;
-    int hand = 0;
+    int hand = 0, drained = 0;
     pthread_mutex_lock(&c->lock);
     if (atomic_load_explicit(&c->closed, memory_order_relaxed)) {
         /* A poller closed it: on error, say which (the caller fails now, as
@@ -204,7 +212,7 @@ int64_t np_conn_write(np_conn *c, const char *data, size_t len)
     }
     size_t sent = 0;
     if (!c->armed && np_lb_len(&c->out) == 0) {
-        if (!r->inline_) {
+        if (r->running && len <= c->whigh) {
             hand = 1;
         } else for (;;) {
             ssize_t n = send(c->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -233,6 +241,18 @@ int64_t np_conn_write(np_conn *c, const char *data, size_t len)
             c->armed = 1;
             if (!hand)
                 np_conn_update_interest(c);     /* EPOLLOUT */
+        } else if (np_lb_len(&c->out) > c->whigh && !(c->events & EPOLLOUT)) {
+            /* Queued this iteration, now past the mark: try the socket. An
+             * error is left to the poller's flush, which meets it again. */
+            if (!np_conn_flush_locked(c) && np_lb_len(&c->out) == 0) {
+                c->armed = 0;           /* a listed c is then skipped */
+                if (c->notify) {        /* as on_writable would */
+                    c->notify = 0;
+                    drained = 1;
+                }
+            } else {
+                np_conn_update_interest(c);     /* full: EPOLLOUT */
+            }
         }
         NP_STAT(r->stats, hand ? NP_RS_HANDED_WRITES : NP_RS_QUEUED_WRITES, 1);
     }
@@ -240,6 +260,8 @@ int64_t np_conn_write(np_conn *c, const char *data, size_t len)
     pthread_mutex_unlock(&c->lock);
     if (hand)
         np_poller_flush_later(c->poller, c);
+    if (drained)
+        np_post(c, NP_EV_DRAINED, 0);
     return ret;
 }
 
@@ -377,14 +399,30 @@ int np_conn_resume_reading(np_conn *c)
     return 0;
 }
 
+/* Under c->lock, loop thread: write_eof() or close() finds output queued --
+ * often only this iteration's writes, not yet handed to a poller round. Send
+ * what the socket takes now, so that, as in asyncio, a close after a small
+ * write completes at once. Returns 1 if nothing is left (`armed` cleared; a
+ * listed connection is then skipped by its poller). An error is left for
+ * the poller's own flush to meet again and report. */
+static int flush_before_close(np_conn *c)
+{
+    if (np_conn_flush_locked(c) || np_lb_len(&c->out))
+        return 0;
+    c->armed = 0;
+    return 1;
+}
+
 int np_conn_shutdown_wr(np_conn *c)
 {
     pthread_mutex_lock(&c->lock);
     if (!atomic_load(&c->closed)) {
-        if (!c->armed && np_lb_len(&c->out) == 0)
+        if ((!c->armed && np_lb_len(&c->out) == 0) || flush_before_close(c)) {
             shutdown(c->fd, SHUT_WR);
-        else
+            np_conn_update_interest(c);         /* drop EPOLLOUT if it was on */
+        } else {
             c->shut_req = 1;
+        }
     }
     pthread_mutex_unlock(&c->lock);
     return 0;
@@ -397,7 +435,7 @@ int np_conn_close(np_conn *c, int abort)
     int pending = 0;
     pthread_mutex_lock(&c->lock);
     if (!atomic_load(&c->closed)) {
-        if (!abort && (c->armed || np_lb_len(&c->out))) {
+        if (!abort && (c->armed || np_lb_len(&c->out)) && !flush_before_close(c)) {
             c->close_req = 1;
             np_conn_update_interest(c);
             pending = 1;

@@ -177,7 +177,7 @@ struct np_reactor {
     _Atomic uint64_t seed;         /* random balancer state */
 
     int efd;                       /* the loop's completion eventfd */
-    int running;                   /* [loop] inside run_forever: kicks wait */
+    int running;                   /* [loop] inside run_forever: writes wait for its iteration's end */
     int kick_owed;                 /* [loop] some poller's kick_owed is set */
     _Atomic int sleeping;          /* the loop is (about to be) in select */
     pthread_mutex_t qlock;         /* completion queue */
@@ -219,8 +219,9 @@ void np_poller_stop(np_poller *p);                     /* loop: stop + join */
 void np_poller_destroy(np_poller *p);
 void np_poller_wake(np_poller *p);                     /* any thread */
 void np_poller_release(np_poller *p, np_obj *o);       /* any thread */
-void np_poller_flush_later(np_poller *p, np_conn *c);  /* loop, threaded mode */
+void np_poller_flush_later(np_poller *p, np_conn *c);  /* loop */
 void np_poller_kick(np_poller *p);                     /* loop */
+void np_poller_flush_now(np_poller *p);                /* loop, inline mode */
 extern __thread np_poller *np_current_poller;          /* set in poller threads */
 
 #endif

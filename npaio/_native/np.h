@@ -83,9 +83,10 @@ typedef struct np_pollbuf {
  * selector's fd is readable (the loop then runs its selector, timeout 0). */
 int np_reactor_watch_selector(np_reactor *r, int fd);
 int np_reactor_poll(np_reactor *r, np_pollbuf *pb, int timeout);
-/* Pollers >= 1: the loop says when it enters and leaves run_forever. While
- * it runs, the pollers its writes were handed to are woken once per
- * iteration (np_reactor_prepare_sleep, np_reactor_drain), else at once. */
+/* The loop says when it enters and leaves run_forever. While it runs, its
+ * writes are sent once per iteration (conn.c np_conn_write): by the pollers,
+ * woken by np_reactor_prepare_sleep/np_reactor_drain, or in inline mode by
+ * the loop's next poll. Leaving sends (or kicks) what is still listed. */
 void np_reactor_set_running(np_reactor *r, int running);
 int np_reactor_stats(np_reactor *r, uint64_t *out, int cap);
 void np_native_counters(uint64_t *out);

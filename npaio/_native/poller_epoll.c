@@ -75,9 +75,10 @@ void np_poller_release(np_poller *p, np_obj *o)
 }
 
 static void on_writable(np_conn *c);
+static void process_lists(np_poller *p);
 
-/* Loop thread, poller threads only: c's output waits for this poller to send
- * it (np_conn_write set c->armed). The list holds a reference. The poller is
+/* Loop thread: c's output waits for this poller's next round to send it
+ * (np_conn_write set c->armed; in inline mode the round is the loop's). The list holds a reference. The poller is
  * woken only if it sleeps (Dekker, as the loop's own `sleeping` in reactor.c:
  * it sets `sleeping` and then looks at the list under rlock; we append under
  * rlock and later exchange `sleeping`; so either it sees c or we see it
@@ -114,6 +115,12 @@ void np_poller_flush_later(np_poller *p, np_conn *c)
     }
 }
 
+/* Loop thread, inline mode: send the listed writes now (np_reactor_kick). */
+void np_poller_flush_now(np_poller *p)
+{
+    process_lists(p);
+}
+
 /* Loop thread: wake p if it sleeps (the other half of its Dekker check). */
 void np_poller_kick(np_poller *p)
 {
@@ -127,7 +134,7 @@ void np_poller_kick(np_poller *p)
  * references it gave back. */
 static void process_lists(np_poller *p)
 {
-    if (p->reactor->inline_ && !p->release)   /* one thread: no race */
+    if (p->reactor->inline_ && !p->release && !p->whead)   /* one thread: no race */
         return;
     pthread_mutex_lock(&p->rlock);
     np_obj *o = p->release;
@@ -341,6 +348,8 @@ int np_poller_run_inline(np_poller *p, int timeout, int *sel_ready)
     int threaded = !p->reactor->inline_;
     process_lists(p);
     wake_loop_if_owed(p);           /* the last batch's, and the lists' */
+    if (!threaded && atomic_load_explicit(&p->reactor->qcount, memory_order_relaxed) > 0)
+        timeout = 0;    /* inline: the writes just sent posted (DRAINED, CLOSED) */
     if (threaded && timeout) {
         atomic_store(&p->sleeping, 1);
         if (lists_pending(p)) {

@@ -259,12 +259,18 @@ void np_reactor_wake_loop(np_reactor *r)
     }
 }
 
-/* Loop thread: wake the pollers that were handed writes this iteration. */
+/* Loop thread: wake the pollers that were handed writes this iteration;
+ * in inline mode, send them. (np_reactor_poll needs no kick: its poller
+ * round sends them first.) */
 void np_reactor_kick(np_reactor *r)
 {
     if (!r->kick_owed)
         return;
     r->kick_owed = 0;
+    if (r->inline_) {
+        np_poller_flush_now(&r->pollers[0]);
+        return;
+    }
     for (int i = 0; i < r->npollers; i++) {
         np_poller *p = &r->pollers[i];
         if (p->kick_owed) {
@@ -276,7 +282,7 @@ void np_reactor_kick(np_reactor *r)
 
 void np_reactor_set_running(np_reactor *r, int running)
 {
-    r->running = running && !r->inline_;
+    r->running = running;
     np_reactor_kick(r);
 }
 
