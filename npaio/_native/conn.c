@@ -27,6 +27,9 @@
 #include <sys/socket.h>
 #include "internal.h"
 
+/* Inline mode: a write this big, with nothing queued, is sent at once. */
+#define NP_SEND_NOW_MIN 4096u
+
 static _Atomic uint64_t next_id = 1;
 
 np_conn *np_conn_new(np_reactor *r, int fd)
@@ -192,8 +195,12 @@ void np_conn_set_write_high(np_conn *c, size_t high)
  * echo request. In inline mode the loop sends it itself, at the start of
  * its next poll.
  *
- * Sent at once instead, as asyncio does: outside run_forever, and a write
- * bigger than the high-water mark (no copy of a big buffer). And when the
+ * Sent at once instead, as asyncio does: outside run_forever, a write
+ * bigger than the high-water mark (no copy of a big buffer), and in inline
+ * mode one of NP_SEND_NOW_MIN bytes or more: the copy into `out` costs more
+ * than coalescing saves (10 KiB echo: 3 of the 4 user-space copies per
+ * request were ours, callgrind: 40,900 memcpy instructions against uvloop's
+ * 10,300, 0.95x its throughput). And when the
  * queued output passes the high-water mark while the socket is not known
  * to be full (no EPOLLOUT wait), it is sent now rather than pausing the
  * protocol for bytes the kernel would take at once (uvloop does the same). */
@@ -212,7 +219,7 @@ int64_t np_conn_write(np_conn *c, const char *data, size_t len)
     }
     size_t sent = 0;
     if (!c->armed && np_lb_len(&c->out) == 0) {
-        if (r->running && len <= c->whigh) {
+        if (r->running && len <= c->whigh && (!r->inline_ || len < NP_SEND_NOW_MIN)) {
             hand = 1;
         } else for (;;) {
             ssize_t n = send(c->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
