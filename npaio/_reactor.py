@@ -85,8 +85,9 @@ def _dispatch_record(tr, flags, err, data):
             tr._on_closed(err, flags & _WRITE_ERROR)
 
 
-_speedups.set_native(int(ffi.cast('uintptr_t', ffi.addressof(lib, 'np_conn_write'))),
-                     int(ffi.cast('uintptr_t', ffi.addressof(lib, 'np_reactor_poll'))),
+_speedups.set_native(*[int(ffi.cast('uintptr_t', ffi.addressof(lib, name)))
+                       for name in ('np_conn_write', 'np_reactor_poll',
+                                    'np_record_take', 'np_record_drop')],
                      _dispatch_record)
 
 
@@ -113,12 +114,15 @@ class Reactor(_speedups.ReactorBase):
         self.balance = balance
         self._records = ffi.new('np_record[]', _MAX_RECORDS)
         self._arena = ffi.new('char[]', _ARENA_SIZE)
+        # An in-place record's connection (its data was not copied to the
+        # arena; dispatch() copies it straight into the bytes it hands over).
+        self._conns = ffi.new('np_conn *[]', _MAX_RECORDS)
         # poll()'s buffers as one struct; the second takes no records (for
         # a poll while a dispatch is still due).
         self._pollbuf = ffi.new('np_pollbuf *', (self._records, _MAX_RECORDS,
-                                                 self._arena, _ARENA_SIZE))
+                                                 self._arena, _ARENA_SIZE, self._conns))
         self._pollbuf_none = ffi.new('np_pollbuf *', (self._records, 0,
-                                                      self._arena, _ARENA_SIZE))
+                                                      self._arena, _ARENA_SIZE, ffi.NULL))
         # For speedups.c (LoopBase._run_once, dispatch): the same as ints.
         self._r_addr = int(ffi.cast('uintptr_t', r))
         self._pollbuf_addr = int(ffi.cast('uintptr_t', self._pollbuf))
@@ -198,6 +202,10 @@ class Reactor(_speedups.ReactorBase):
         closing: no callback can run any more), like uvloop's handles."""
         if self.r is None:
             return
+        if self._pending:
+            # Records never dispatched: in-place ones hold a connection.
+            lib.np_pollbuf_release(self._pollbuf, self._pending)
+            self._pending = 0
         for tr in list(self._transports.values()):
             tr._loop_closing()
         self._transports.clear()

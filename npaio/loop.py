@@ -44,13 +44,12 @@ __all__ = ['Loop']
 _MAX_POLLERS = 256
 
 # Default pollers: 0, the reactor runs inline on the loop thread. Measured
-# (benchmarks/RESULTS.md, 2-core machine, 1 KiB echo, 10 connections, after
-# the C loop paths): inline 1.09x-1.30x uvloop pinned, against 0.71x with one
-# poller thread pinned on the same core and 0.58x with two unpinned. A
-# poller thread takes the reads off the loop thread (its CPU per request:
-# 5.52 us vs 5.46-6.85 inline, uvloop 7.51) but the sends stay there and the
-# eventfd hand-off and thread switches cost more than the reads saved.
-# Threads will pay once writes are offloaded to them as well.
+# (benchmarks/ATTEMPTS.md 32, 2-core machine, 1 KiB echo, 10 connections,
+# server pinned to one core): inline 1.07x-1.09x uvloop, one poller thread
+# 0.70x, two unpinned 0.50x. A poller thread does the reads and the sends, so
+# the loop thread's CPU per request drops to 2.19 us (uvloop's process: 7.16),
+# but sharing one core the two threads pay more in hand-offs and switches
+# than that saves. Poller threads are for machines with cores to spare.
 _DEFAULT_POLLERS = 0
 
 
@@ -439,8 +438,9 @@ class Loop(_speedups.LoopBase, asyncio.SelectorEventLoop):
                 conn.close()
 
     def run_forever(self):
-        # With poller threads, writes made while the loop runs wake their
-        # poller once per iteration; outside run_forever, at once.
+        # Writes made while the loop runs are sent once per iteration (by
+        # the pollers, or inline at the next poll); outside it, at once.
+        # Leaving sends what the last iteration queued.
         reactor = self._reactor
         if reactor is not None:
             reactor.set_running(True)

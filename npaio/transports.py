@@ -20,6 +20,10 @@ Rules it keeps (asyncio's):
 - While paused, data that was already drained is held here and handed over
   (before any newer data) when reading resumes.
 
+One that differs, as on uvloop: while the loop runs, write() queues and the
+C core sends once per iteration (conn.c np_conn_write), so
+get_write_buffer_size() counts the current iteration's bytes until then.
+
 Ownership of the fd: the C core closes it when it frees the connection; on
 connection_lost the Python socket object is only detached.
 """

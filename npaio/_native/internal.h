@@ -124,6 +124,7 @@ struct np_conn {
     _Atomic size_t in_hwm;         /* [loop writes, poller reads] input high-water mark */
     _Atomic int closed;            /* set under lock; read anywhere */
     int loop_closed;               /* [loop] the loop closed or released it */
+    uint32_t inplace;              /* [loop] input bytes an undispatched record holds */
     size_t notify_low;             /* [lock] */
 
     np_linkbuffer in;              /* producer: poller; consumer: loop */

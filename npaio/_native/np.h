@@ -19,6 +19,10 @@
 #define NP_EV_CLOSED 16
 #define NP_EV_DRAINED 32
 #define NP_EV_WRITE_ERROR 64
+/* The record's data (len bytes) is still in the connection's input, not in
+ * the arena: np_record_take() copies it out, np_record_drop() gives it back.
+ * Only np_reactor_poll() makes such records, when its np_pollbuf has conns. */
+#define NP_EV_INPLACE 128
 
 /* Load balancers (np_reactor_new). */
 #define NP_LB_ROUND_ROBIN 0
@@ -73,6 +77,8 @@ typedef struct np_pollbuf {
     int maxrecs;
     char *arena;
     uint32_t arena_cap;
+    np_conn **conns;    /* [maxrecs] or NULL: an NP_EV_INPLACE record's
+                           connection, with a reference */
 } np_pollbuf;
 
 /* Inline mode over an epoll selector: put the loop selector's epoll fd in
@@ -89,6 +95,12 @@ int np_reactor_poll(np_reactor *r, np_pollbuf *pb, int timeout);
  * the loop's next poll. Leaving sends (or kicks) what is still listed. */
 void np_reactor_set_running(np_reactor *r, int running);
 int np_reactor_stats(np_reactor *r, uint64_t *out, int cap);
+/* An NP_EV_INPLACE record (its pb->conns[i]): take copies its len bytes to
+ * dst and drops the reference; drop leaves the bytes for a later record.
+ * release drops every such record of the first n (records not dispatched). */
+void np_record_take(np_conn *c, char *dst, size_t len);
+void np_record_drop(np_conn *c);
+void np_pollbuf_release(np_pollbuf *pb, int n);
 void np_native_counters(uint64_t *out);
 
 np_conn *np_conn_open(np_reactor *r, int fd, int *err);

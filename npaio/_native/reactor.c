@@ -348,17 +348,34 @@ static void requeue(np_reactor *r, np_conn *c)
     munlock(r, &r->qlock);
 }
 
-/* Loop thread: turn up to maxrecs queued connections into records. */
+/* Loop thread: turn up to maxrecs queued connections into records.
+ *
+ * With `conns` (np_reactor_poll), an input of NP_INPLACE_MIN bytes or more,
+ * taken whole, is not copied into the arena: the record says NP_EV_INPLACE
+ * and keeps the queue's reference in conns[k], and the dispatcher copies the
+ * bytes straight into the bytes object it hands to data_received
+ * (np_record_take). 10 KiB echo: the arena copy was the one the loop made
+ * more than uvloop's (callgrind: 40,900 memcpy instructions per request
+ * against 10,300). Until then c->inplace holds those bytes back: a
+ * connection queued again meanwhile waits for the next drain. */
+#define NP_INPLACE_MIN 4096u
+
 static int drain_queue(np_reactor *r, np_record *recs, int maxrecs,
-                       char *arena, uint32_t arena_cap)
+                       char *arena, uint32_t arena_cap, np_conn **conns)
 {
     int k = 0;
     uint32_t used = 0;
+    np_conn *later = NULL;         /* queued again while held back */
     while (k < maxrecs && used < arena_cap
            && atomic_load_explicit(&r->qcount, memory_order_relaxed) > 0) {
         np_conn *c = queue_pop(r);
         if (!c)
             break;
+        if (c->inplace) {
+            c->qnext = later;       /* its pending bits stay for next time */
+            later = c;
+            continue;
+        }
         uint32_t f = atomic_exchange(&c->pending, 0);
         if (c->loop_closed) {
             np_conn_unref(c);
@@ -369,12 +386,18 @@ static int drain_queue(np_reactor *r, np_record *recs, int maxrecs,
         rec->err = (f & NP_EV_ERROR) ? atomic_load(&c->err) : 0;
         rec->off = used;
         rec->len = 0;
-        int again = 0, nocopy_read = 0;
+        int again = 0, nocopy_read = 0, held = 0;
         if (c->paused && !(f & NP_EV_CLOSED)) {
             c->held |= f & (NP_EV_READ | NP_EV_EOF);
         } else if (c->nocopy) {
             /* Python reads c->in itself (np_conn_input): just say so. */
             nocopy_read = (f & NP_EV_READ) && np_lb_len(&c->in) > 0;
+        } else if (conns && (f & NP_EV_READ) && np_lb_len(&c->in) >= NP_INPLACE_MIN
+                   && np_lb_len(&c->in) <= NP_DRAIN_PER_CONN) {
+            rec->len = c->inplace = (uint32_t)np_lb_len(&c->in);
+            f |= NP_EV_INPLACE;
+            conns[k] = c;           /* the queue's reference goes with it */
+            held = 1;
         } else if (f & (NP_EV_READ | NP_EV_EOF)) {
             size_t avail = np_lb_len(&c->in);
             size_t take = arena_cap - used;
@@ -408,8 +431,13 @@ static int drain_queue(np_reactor *r, np_record *recs, int maxrecs,
             k++;
         if (again)
             requeue(r, c);
-        else
+        else if (!held)
             np_conn_unref(c);
+    }
+    while (later) {
+        np_conn *c = later;
+        later = c->qnext;
+        requeue(r, c);
     }
     NP_STAT(r->stats, NP_RS_DRAINS, 1);
     NP_STAT(r->stats, NP_RS_COMPLETIONS, k);
@@ -428,7 +456,7 @@ int np_reactor_drain(np_reactor *r, np_record *recs, int maxrecs,
         ssize_t n = read(r->efd, &v, sizeof(v));
         (void)n;
     }
-    return drain_queue(r, recs, maxrecs, arena, arena_cap);
+    return drain_queue(r, recs, maxrecs, arena, arena_cap, NULL);
 }
 
 /* Inline mode over an epoll selector (see the header comment). */
@@ -447,8 +475,34 @@ int np_reactor_poll(np_reactor *r, np_pollbuf *pb, int timeout)
     if (atomic_load_explicit(&r->qcount, memory_order_relaxed) > 0)
         timeout = 0;
     np_poller_run_inline(&r->pollers[0], timeout, &sel_ready);
-    return drain_queue(r, pb->recs, pb->maxrecs, pb->arena, pb->arena_cap) * 2
-           + sel_ready;
+    return drain_queue(r, pb->recs, pb->maxrecs, pb->arena, pb->arena_cap,
+                       pb->conns) * 2 + sel_ready;
+}
+
+void np_record_take(np_conn *c, char *dst, size_t len)
+{
+    NP_ASSERT(c->inplace == len);
+    np_lb_copy_out(&c->in, dst, len);
+    c->inplace = 0;
+    maybe_unthrottle(c);
+    np_conn_unref(c);
+}
+
+void np_record_drop(np_conn *c)
+{
+    c->inplace = 0;
+    if (!c->loop_closed)
+        np_post(c, NP_EV_READ, 0);  /* the bytes go out with a later drain */
+    np_conn_unref(c);
+}
+
+void np_pollbuf_release(np_pollbuf *pb, int n)
+{
+    for (int i = 0; i < n && pb->conns; i++)
+        if ((pb->recs[i].flags & NP_EV_INPLACE) && pb->conns[i]) {
+            np_record_drop(pb->conns[i]);
+            pb->conns[i] = NULL;
+        }
 }
 
 int np_reactor_stats(np_reactor *r, uint64_t *out, int cap)

@@ -55,8 +55,12 @@
 
 typedef int64_t (*conn_write_fn)(np_conn *, const char *, size_t);
 typedef int (*reactor_poll_fn)(np_reactor *, np_pollbuf *, int);
+typedef void (*record_take_fn)(np_conn *, char *, size_t);
+typedef void (*record_drop_fn)(np_conn *);
 static conn_write_fn conn_write;
 static reactor_poll_fn reactor_poll;
+static record_take_fn record_take;
+static record_drop_fn record_drop;
 
 static PyObject *s_wconn, *s_write_slow, *s_write_done, *s_direct, *s_protocol,
     *s_data_received, *s_fatal_error, *s_cancelled, *s_run, *s_popleft, *s_dr_failed,
@@ -299,10 +303,11 @@ deliver_buffered(PyObject *tr, PyObject *proto, const char *data, Py_ssize_t len
 
 /* The common record (data, no EOF/close/drain) for a transport whose
  * `_direct` holds: 1, an asyncio.Protocol (data_received(bytes), with
- * _data_received's error handling); 2, a BufferedProtocol.
+ * _data_received's error handling); 2, a BufferedProtocol. `have`: the data
+ * as a bytes object already (an in-place record), else NULL.
  * Returns 1 done, 0 not direct (caller takes the slow path), -1 error. */
 static int
-deliver_direct(PyObject *tr, const char *data, Py_ssize_t len)
+deliver_direct(PyObject *tr, const char *data, Py_ssize_t len, PyObject *have)
 {
     PyObject *d = PyObject_GetAttr(tr, s_direct);
     if (d == NULL)
@@ -321,7 +326,7 @@ deliver_direct(PyObject *tr, const char *data, Py_ssize_t len)
         Py_DECREF(proto);
         return rc;
     }
-    PyObject *bytes = PyBytes_FromStringAndSize(data, len);
+    PyObject *bytes = have ? Py_NewRef(have) : PyBytes_FromStringAndSize(data, len);
     if (bytes == NULL) {
         Py_DECREF(proto);
         return -1;
@@ -352,6 +357,8 @@ reactor_dispatch(PyObject *self, PyObject *unused)
         Py_RETURN_NONE;
     const np_record *recs = (const np_record *)(uintptr_t)ro->records_addr;
     const char *arena = (const char *)(uintptr_t)ro->arena_addr;
+    np_pollbuf *pb = (np_pollbuf *)(uintptr_t)ro->pollbuf_addr;
+    np_conn **conns = pb ? pb->conns : NULL;
     PyObject *transports = ro->transports, *slow = dispatch_record;
     if (recs == NULL || arena == NULL || transports == NULL || !PyDict_Check(transports)
         || slow == NULL) {
@@ -360,29 +367,53 @@ reactor_dispatch(PyObject *self, PyObject *unused)
     }
     Py_INCREF(transports);
     PyObject *ret = NULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
+    Py_ssize_t i = 0;
+    for (; i < n; i++) {
         const np_record *rec = &recs[i];
+        PyObject *have = NULL;      /* an in-place record's data, taken */
+        if ((rec->flags & NP_EV_INPLACE) && conns && conns[i]) {
+            /* Copied straight from the connection's input into the bytes
+             * (np_record_take); the connection's reference goes with it. */
+            np_conn *c = conns[i];
+            conns[i] = NULL;
+            have = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)rec->len);
+            if (have == NULL) {
+                record_drop(c);
+                i++;
+                goto done;
+            }
+            record_take(c, PyBytes_AS_STRING(have), rec->len);
+        }
         PyObject *key = PyLong_FromUnsignedLongLong(rec->id);
-        if (key == NULL)
+        if (key == NULL) {
+            Py_XDECREF(have);
+            i++;
             goto done;
+        }
         PyObject *tr = PyDict_GetItemWithError(transports, key);
         Py_DECREF(key);
         if (tr == NULL) {
-            if (PyErr_Occurred())
+            Py_XDECREF(have);
+            if (PyErr_Occurred()) {
+                i++;
                 goto done;
+            }
             continue;               /* closed and released since the drain */
         }
         Py_INCREF(tr);              /* data_received may drop the dict's ref */
         int done = 0;
         if (rec->len && !(rec->flags & RARE)) {
-            done = deliver_direct(tr, arena + rec->off, (Py_ssize_t)rec->len);
+            done = deliver_direct(tr, have ? PyBytes_AS_STRING(have) : arena + rec->off,
+                                  (Py_ssize_t)rec->len, have);
             if (done < 0) {
+                Py_XDECREF(have);
                 Py_DECREF(tr);
+                i++;
                 goto done;
             }
         }
         if (!done) {
-            PyObject *data = rec->len
+            PyObject *data = have ? Py_NewRef(have) : rec->len
                 ? PyBytes_FromStringAndSize(arena + rec->off, (Py_ssize_t)rec->len)
                 : Py_NewRef(Py_None);
             PyObject *flags = PyLong_FromUnsignedLong(rec->flags);
@@ -396,15 +427,25 @@ reactor_dispatch(PyObject *self, PyObject *unused)
             Py_XDECREF(flags);
             Py_XDECREF(err);
             if (res == NULL) {
+                Py_XDECREF(have);
                 Py_DECREF(tr);
+                i++;
                 goto done;
             }
             Py_DECREF(res);
         }
+        Py_XDECREF(have);
         Py_DECREF(tr);
     }
     ret = Py_NewRef(Py_None);
 done:
+    /* Records left undelivered by an exception: in-place data goes back to
+     * its connection (a later drain delivers it). */
+    for (; i < n && conns; i++)
+        if ((recs[i].flags & NP_EV_INPLACE) && conns[i]) {
+            record_drop(conns[i]);
+            conns[i] = NULL;
+        }
     Py_DECREF(transports);
     return ret;
 }
@@ -1004,24 +1045,27 @@ speedups_setup_loop(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 
 /* -- module --------------------------------------------------------------- */
 
-/* set_native(address of np_conn_write, address of np_reactor_poll,
- *            _reactor._dispatch_record) */
+/* set_native(addresses of np_conn_write, np_reactor_poll, np_record_take,
+ *            np_record_drop; _reactor._dispatch_record) */
 static PyObject *
 speedups_set_native(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)mod;
-    if (nargs != 3 || !PyCallable_Check(args[2])) {
-        PyErr_SetString(PyExc_TypeError,
-                        "set_native(np_conn_write, np_reactor_poll, dispatch_record)");
+    if (nargs != 5 || !PyCallable_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "set_native(np_conn_write, np_reactor_poll, "
+                        "np_record_take, np_record_drop, dispatch_record)");
         return NULL;
     }
-    void *w = PyLong_AsVoidPtr(args[0]);
-    void *p = PyLong_AsVoidPtr(args[1]);
+    void *a[4];
+    for (int i = 0; i < 4; i++)
+        a[i] = PyLong_AsVoidPtr(args[i]);
     if (PyErr_Occurred())
         return NULL;
-    conn_write = (conn_write_fn)w;
-    reactor_poll = (reactor_poll_fn)p;
-    Py_XSETREF(dispatch_record, Py_NewRef(args[2]));
+    conn_write = (conn_write_fn)a[0];
+    reactor_poll = (reactor_poll_fn)a[1];
+    record_take = (record_take_fn)a[2];
+    record_drop = (record_drop_fn)a[3];
+    Py_XSETREF(dispatch_record, Py_NewRef(args[4]));
     Py_RETURN_NONE;
 }
 
@@ -1035,7 +1079,8 @@ speedups_record_size(PyObject *mod, PyObject *unused)
 
 static PyMethodDef speedups_methods[] = {
     {"set_native", (PyCFunction)(void (*)(void))speedups_set_native, METH_FASTCALL,
-     "set_native(address of np_conn_write, address of np_reactor_poll, dispatch_record)"},
+     "set_native(addresses of np_conn_write, np_reactor_poll, np_record_take, "
+     "np_record_drop; dispatch_record)"},
     {"setup_loop", (PyCFunction)(void (*)(void))speedups_setup_loop, METH_FASTCALL,
      "setup_loop(Handle, TimerHandle, InlineSelector, callback_failed, heappop, "
      "max_select_timeout, handle_fields)"},
