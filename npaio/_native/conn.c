@@ -209,12 +209,12 @@ int64_t np_conn_write(np_conn *c, const char *data, size_t len)
     np_reactor *r = c->reactor;
     int64_t ret;
     int hand = 0, drained = 0;
-    pthread_mutex_lock(&c->lock);
+    mlock(r, &c->lock);
     if (atomic_load_explicit(&c->closed, memory_order_relaxed)) {
         /* A poller closed it: on error, say which (the caller fails now, as
          * asyncio's send() would); after a graceful close, just closed. */
         int err = atomic_load(&c->err);
-        pthread_mutex_unlock(&c->lock);
+        munlock(r, &c->lock);
         return err ? -(int64_t)err : -NP_ECLOSED;
     }
     size_t sent = 0;
@@ -234,14 +234,14 @@ int64_t np_conn_write(np_conn *c, const char *data, size_t len)
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 break;
             ret = -(int64_t)errno;
-            pthread_mutex_unlock(&c->lock);
+            munlock(r, &c->lock);
             return ret;
         }
     }
     if (sent < len) {
         size_t want = len - sent;
         if (np_lb_write(&c->out, data + sent, want) < want) {
-            pthread_mutex_unlock(&c->lock);
+            munlock(r, &c->lock);
             return -ENOMEM;
         }
         if (!c->armed) {
@@ -264,7 +264,7 @@ int64_t np_conn_write(np_conn *c, const char *data, size_t len)
         NP_STAT(r->stats, hand ? NP_RS_HANDED_WRITES : NP_RS_QUEUED_WRITES, 1);
     }
     ret = held_result(c);
-    pthread_mutex_unlock(&c->lock);
+    munlock(r, &c->lock);
     if (hand)
         np_poller_flush_later(c->poller, c);
     if (drained)

@@ -193,6 +193,22 @@ struct np_reactor {
 
 #define NP_STAT(arr, i, d) atomic_fetch_add_explicit(&(arr)[i], (d), memory_order_relaxed)
 
+/* Inline mode has one thread, the loop's: the reactor's, the pollers' and
+ * the connections' locks guard nothing then. Skipping them saves ~95
+ * instructions per lock/unlock pair (callgrind); a 1 KiB echo request took
+ * six pairs once its write waited for the iteration's end. */
+static inline void mlock(np_reactor *r, pthread_mutex_t *m)
+{
+    if (!r->inline_)
+        pthread_mutex_lock(m);
+}
+
+static inline void munlock(np_reactor *r, pthread_mutex_t *m)
+{
+    if (!r->inline_)
+        pthread_mutex_unlock(m);
+}
+
 /* ---- reactor.c ---------------------------------------------------------- */
 
 void np_post(np_conn *c, uint32_t flags, int err);     /* any thread */

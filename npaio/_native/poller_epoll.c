@@ -41,21 +41,6 @@ __thread np_poller *np_current_poller;
 #define NP_READ_MAX (64u * 1024u)
 #define NP_READ_BUDGET (256u * 1024u)
 
-/* Inline mode has one thread, the loop's: these locks guard nothing then
- * (see reactor.c mlock). Only the per-event ones are skipped. */
-static inline void mlock(np_reactor *r, pthread_mutex_t *m)
-{
-    if (!r->inline_)
-        pthread_mutex_lock(m);
-}
-
-static inline void munlock(np_reactor *r, pthread_mutex_t *m)
-{
-    if (!r->inline_)
-        pthread_mutex_unlock(m);
-}
-
-
 void np_poller_wake(np_poller *p)
 {
     uint64_t one = 1;
@@ -88,12 +73,12 @@ static void process_lists(np_poller *p);
  * loop, sent that one write and slept again: ~0.3 kicks per request. */
 void np_poller_flush_later(np_poller *p, np_conn *c)
 {
-    pthread_mutex_lock(&p->rlock);
+    mlock(p->reactor, &p->rlock);
     if (c->wqueued) {
         /* Still listed: an EPOLLOUT (armed by a pause or a close while c was
          * listed) sent its output and cleared `armed` before the poller got
          * to the list. Listing it twice would loop the list on itself. */
-        pthread_mutex_unlock(&p->rlock);
+        munlock(p->reactor, &p->rlock);
         return;
     }
     c->wqueued = 1;
@@ -104,7 +89,7 @@ void np_poller_flush_later(np_poller *p, np_conn *c)
     else
         p->whead = c;
     p->wtail = c;
-    pthread_mutex_unlock(&p->rlock);
+    munlock(p->reactor, &p->rlock);
     np_reactor *r = c->reactor;
     if (r->running) {
         /* The loop kicks once per iteration (np_reactor_kick): all the
@@ -136,7 +121,7 @@ static void process_lists(np_poller *p)
 {
     if (p->reactor->inline_ && !p->release && !p->whead)   /* one thread: no race */
         return;
-    pthread_mutex_lock(&p->rlock);
+    mlock(p->reactor, &p->rlock);
     np_obj *o = p->release;
     np_conn *w = p->whead;
     p->release = NULL;
@@ -145,7 +130,7 @@ static void process_lists(np_poller *p)
         c->wtaken = c->wnext;           /* wnext is the loop's again below */
         c->wqueued = 0;                 /* it may list c again at once */
     }
-    pthread_mutex_unlock(&p->rlock);
+    munlock(p->reactor, &p->rlock);
     while (w) {
         np_conn *next = w->wtaken;
         on_writable(w);
@@ -269,9 +254,9 @@ static void on_writable(np_conn *c)
 {
     uint32_t post = 0;
     int err;
-    pthread_mutex_lock(&c->lock);
+    mlock(c->reactor, &c->lock);
     if (atomic_load(&c->closed) || !c->armed) {
-        pthread_mutex_unlock(&c->lock);
+        munlock(c->reactor, &c->lock);
         return;
     }
     err = np_conn_flush_locked(c);
@@ -294,7 +279,7 @@ static void on_writable(np_conn *c)
         c->notify = 0;
         post |= NP_EV_DRAINED;
     }
-    pthread_mutex_unlock(&c->lock);
+    munlock(c->reactor, &c->lock);
     if (err)
         on_error(c, err, NP_EV_WRITE_ERROR);
     else if (post)

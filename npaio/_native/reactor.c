@@ -54,21 +54,6 @@
  * fast sender cannot starve the others; the rest stays queued. */
 #define NP_DRAIN_PER_CONN (256u * 1024u)
 
-/* Inline mode has one thread, the loop's: the queue and connection locks
- * guard nothing then. Skipping them saves ~95 instructions per lock/unlock
- * pair (callgrind), three pairs per echo request. */
-static inline void mlock(np_reactor *r, pthread_mutex_t *m)
-{
-    if (!r->inline_)
-        pthread_mutex_lock(m);
-}
-
-static inline void munlock(np_reactor *r, pthread_mutex_t *m)
-{
-    if (!r->inline_)
-        pthread_mutex_unlock(m);
-}
-
 np_reactor *np_reactor_new(int npollers, int balance, int *err)
 {
     *err = 0;
