@@ -87,7 +87,7 @@ def _dispatch_record(tr, flags, err, data):
 
 _speedups.set_native(*[int(ffi.cast('uintptr_t', ffi.addressof(lib, name)))
                        for name in ('np_conn_write', 'np_reactor_poll',
-                                    'np_record_take', 'np_record_drop')],
+                                    'np_record_take')],
                      _dispatch_record)
 
 
@@ -153,6 +153,10 @@ class Reactor(_speedups.ReactorBase):
 
     def drain(self, efd_ready):
         """Fetch what the pollers finished; returns how many records wait."""
+        if self._pending:
+            # Records an exception left undispatched: they go first (the
+            # eventfd stays readable, so the next select returns at once).
+            return self._pending
         n = lib.np_reactor_drain(self.r, self._records, _MAX_RECORDS,
                                  self._arena, _ARENA_SIZE, efd_ready)
         self._pending = n

@@ -20,7 +20,8 @@
 #define NP_EV_DRAINED 32
 #define NP_EV_WRITE_ERROR 64
 /* The record's data (len bytes) is still in the connection's input, not in
- * the arena: np_record_take() copies it out, np_record_drop() gives it back.
+ * the arena: np_record_take() copies it out (np_pollbuf_release() gives the
+ * bytes of records never dispatched back to their connections).
  * Only np_reactor_poll() makes such records, when its np_pollbuf has conns. */
 #define NP_EV_INPLACE 128
 
@@ -96,10 +97,9 @@ int np_reactor_poll(np_reactor *r, np_pollbuf *pb, int timeout);
 void np_reactor_set_running(np_reactor *r, int running);
 int np_reactor_stats(np_reactor *r, uint64_t *out, int cap);
 /* An NP_EV_INPLACE record (its pb->conns[i]): take copies its len bytes to
- * dst and drops the reference; drop leaves the bytes for a later record.
- * release drops every such record of the first n (records not dispatched). */
+ * dst and drops the reference; release gives the bytes of every such record
+ * among the first n back to their connections (a later drain has them). */
 void np_record_take(np_conn *c, char *dst, size_t len);
-void np_record_drop(np_conn *c);
 void np_pollbuf_release(np_pollbuf *pb, int n);
 void np_native_counters(uint64_t *out);
 

@@ -473,7 +473,7 @@ void np_record_take(np_conn *c, char *dst, size_t len)
     np_conn_unref(c);
 }
 
-void np_record_drop(np_conn *c)
+static void record_drop(np_conn *c)
 {
     c->inplace = 0;
     if (!c->loop_closed)
@@ -485,7 +485,7 @@ void np_pollbuf_release(np_pollbuf *pb, int n)
 {
     for (int i = 0; i < n && pb->conns; i++)
         if ((pb->recs[i].flags & NP_EV_INPLACE) && pb->conns[i]) {
-            np_record_drop(pb->conns[i]);
+            record_drop(pb->conns[i]);
             pb->conns[i] = NULL;
         }
 }

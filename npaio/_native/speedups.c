@@ -56,11 +56,9 @@
 typedef int64_t (*conn_write_fn)(np_conn *, const char *, size_t);
 typedef int (*reactor_poll_fn)(np_reactor *, np_pollbuf *, int);
 typedef void (*record_take_fn)(np_conn *, char *, size_t);
-typedef void (*record_drop_fn)(np_conn *);
 static conn_write_fn conn_write;
 static reactor_poll_fn reactor_poll;
 static record_take_fn record_take;
-static record_drop_fn record_drop;
 
 static PyObject *s_wconn, *s_write_slow, *s_write_done, *s_direct, *s_protocol,
     *s_data_received, *s_fatal_error, *s_cancelled, *s_run, *s_popleft, *s_dr_failed,
@@ -344,8 +342,7 @@ deliver_direct(PyObject *tr, const char *data, Py_ssize_t len, PyObject *have)
 /* ReactorBase.dispatch(): run the records drained by the last poll/drain;
  * _reactor._dispatch_record(tr, flags, err, data_or_None) takes every record
  * that is not plain data for a `_direct` transport. An exception that must
- * propagate leaves the remaining records undelivered, as the Python loop
- * did. */
+ * propagate leaves the records after it pending for the next iteration. */
 static PyObject *
 reactor_dispatch(PyObject *self, PyObject *unused)
 {
@@ -378,8 +375,7 @@ reactor_dispatch(PyObject *self, PyObject *unused)
             conns[i] = NULL;
             have = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)rec->len);
             if (have == NULL) {
-                record_drop(c);
-                i++;
+                conns[i] = c;       /* stays pending with the rest */
                 goto done;
             }
             record_take(c, PyBytes_AS_STRING(have), rec->len);
@@ -439,13 +435,17 @@ reactor_dispatch(PyObject *self, PyObject *unused)
     }
     ret = Py_NewRef(Py_None);
 done:
-    /* Records left undelivered by an exception: in-place data goes back to
-     * its connection (a later drain delivers it). */
-    for (; i < n && conns; i++)
-        if ((recs[i].flags & NP_EV_INPLACE) && conns[i]) {
-            record_drop(conns[i]);
-            conns[i] = NULL;
-        }
+    if (ret == NULL && i < n) {
+        /* An exception propagates (KeyboardInterrupt, SystemExit, no
+         * memory): the records after it stay pending, moved to the front,
+         * and the loop's next iteration dispatches them (it drains nothing
+         * new while records are pending), as asyncio's ready queue keeps
+         * the callbacks after one that raised. Their data is not lost. */
+        memmove((np_record *)recs, recs + i, (size_t)(n - i) * sizeof(np_record));
+        if (conns)
+            memmove(conns, conns + i, (size_t)(n - i) * sizeof(np_conn *));
+        ro->pending = n - i;
+    }
     Py_DECREF(transports);
     return ret;
 }
@@ -1045,27 +1045,26 @@ speedups_setup_loop(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 
 /* -- module --------------------------------------------------------------- */
 
-/* set_native(addresses of np_conn_write, np_reactor_poll, np_record_take,
- *            np_record_drop; _reactor._dispatch_record) */
+/* set_native(addresses of np_conn_write, np_reactor_poll, np_record_take;
+ *            _reactor._dispatch_record) */
 static PyObject *
 speedups_set_native(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)mod;
-    if (nargs != 5 || !PyCallable_Check(args[4])) {
+    if (nargs != 4 || !PyCallable_Check(args[3])) {
         PyErr_SetString(PyExc_TypeError, "set_native(np_conn_write, np_reactor_poll, "
-                        "np_record_take, np_record_drop, dispatch_record)");
+                        "np_record_take, dispatch_record)");
         return NULL;
     }
-    void *a[4];
-    for (int i = 0; i < 4; i++)
+    void *a[3];
+    for (int i = 0; i < 3; i++)
         a[i] = PyLong_AsVoidPtr(args[i]);
     if (PyErr_Occurred())
         return NULL;
     conn_write = (conn_write_fn)a[0];
     reactor_poll = (reactor_poll_fn)a[1];
     record_take = (record_take_fn)a[2];
-    record_drop = (record_drop_fn)a[3];
-    Py_XSETREF(dispatch_record, Py_NewRef(args[4]));
+    Py_XSETREF(dispatch_record, Py_NewRef(args[3]));
     Py_RETURN_NONE;
 }
 
@@ -1079,8 +1078,8 @@ speedups_record_size(PyObject *mod, PyObject *unused)
 
 static PyMethodDef speedups_methods[] = {
     {"set_native", (PyCFunction)(void (*)(void))speedups_set_native, METH_FASTCALL,
-     "set_native(addresses of np_conn_write, np_reactor_poll, np_record_take, "
-     "np_record_drop; dispatch_record)"},
+     "set_native(addresses of np_conn_write, np_reactor_poll, np_record_take; "
+     "dispatch_record)"},
     {"setup_loop", (PyCFunction)(void (*)(void))speedups_setup_loop, METH_FASTCALL,
      "setup_loop(Handle, TimerHandle, InlineSelector, callback_failed, heappop, "
      "max_select_timeout, handle_fields)"},
