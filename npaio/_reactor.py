@@ -87,7 +87,7 @@ def _dispatch_record(tr, flags, err, data):
 
 _speedups.set_native(*[int(ffi.cast('uintptr_t', ffi.addressof(lib, name)))
                        for name in ('np_conn_write', 'np_reactor_poll',
-                                    'np_record_take')],
+                                    'np_record_take', 'np_reactor_kick')],
                      _dispatch_record)
 
 

@@ -215,7 +215,6 @@ void np_post(np_conn *c, uint32_t flags, int err);     /* any thread */
 void np_reactor_wake_loop(np_reactor *r);              /* any thread */
 np_poller *np_balance(np_reactor *r);                  /* any thread */
 void np_reactor_track_conn(np_reactor *r, np_conn *c, int add);
-void np_reactor_kick(np_reactor *r);                   /* loop */
 
 /* ---- conn.c ------------------------------------------------------------- */
 

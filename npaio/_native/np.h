@@ -95,6 +95,10 @@ int np_reactor_poll(np_reactor *r, np_pollbuf *pb, int timeout);
  * woken by np_reactor_prepare_sleep/np_reactor_drain, or in inline mode by
  * the loop's next poll. Leaving sends (or kicks) what is still listed. */
 void np_reactor_set_running(np_reactor *r, int running);
+/* Send (inline mode) or hand to their pollers the writes queued so far,
+ * now rather than at the next poll: the dispatcher calls it after a batch
+ * of records, so a protocol's reply leaves as soon as the batch is done. */
+void np_reactor_kick(np_reactor *r);
 int np_reactor_stats(np_reactor *r, uint64_t *out, int cap);
 /* An NP_EV_INPLACE record (its pb->conns[i]): take copies its len bytes to
  * dst and drops the reference; release gives the bytes of every such record

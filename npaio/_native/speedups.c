@@ -56,9 +56,11 @@
 typedef int64_t (*conn_write_fn)(np_conn *, const char *, size_t);
 typedef int (*reactor_poll_fn)(np_reactor *, np_pollbuf *, int);
 typedef void (*record_take_fn)(np_conn *, char *, size_t);
+typedef void (*reactor_kick_fn)(np_reactor *);
 static conn_write_fn conn_write;
 static reactor_poll_fn reactor_poll;
 static record_take_fn record_take;
+static reactor_kick_fn reactor_kick;
 
 static PyObject *s_wconn, *s_write_slow, *s_write_done, *s_direct, *s_protocol,
     *s_data_received, *s_fatal_error, *s_cancelled, *s_run, *s_popleft, *s_dr_failed,
@@ -435,6 +437,10 @@ reactor_dispatch(PyObject *self, PyObject *unused)
     }
     ret = Py_NewRef(Py_None);
 done:
+    /* The replies of this batch leave now, not at the next poll (one
+     * sendmsg per connection still): ping-pong latency. */
+    if (ro->r_addr && reactor_kick)
+        reactor_kick((np_reactor *)(uintptr_t)ro->r_addr);
     if (ret == NULL && i < n) {
         /* An exception propagates (KeyboardInterrupt, SystemExit, no
          * memory): the records after it stay pending, moved to the front,
@@ -1045,26 +1051,27 @@ speedups_setup_loop(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 
 /* -- module --------------------------------------------------------------- */
 
-/* set_native(addresses of np_conn_write, np_reactor_poll, np_record_take;
- *            _reactor._dispatch_record) */
+/* set_native(addresses of np_conn_write, np_reactor_poll, np_record_take,
+ *            np_reactor_kick; _reactor._dispatch_record) */
 static PyObject *
 speedups_set_native(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)mod;
-    if (nargs != 4 || !PyCallable_Check(args[3])) {
+    if (nargs != 5 || !PyCallable_Check(args[4])) {
         PyErr_SetString(PyExc_TypeError, "set_native(np_conn_write, np_reactor_poll, "
-                        "np_record_take, dispatch_record)");
+                        "np_record_take, np_reactor_kick, dispatch_record)");
         return NULL;
     }
-    void *a[3];
-    for (int i = 0; i < 3; i++)
+    void *a[4];
+    for (int i = 0; i < 4; i++)
         a[i] = PyLong_AsVoidPtr(args[i]);
     if (PyErr_Occurred())
         return NULL;
     conn_write = (conn_write_fn)a[0];
     reactor_poll = (reactor_poll_fn)a[1];
     record_take = (record_take_fn)a[2];
-    Py_XSETREF(dispatch_record, Py_NewRef(args[3]));
+    reactor_kick = (reactor_kick_fn)a[3];
+    Py_XSETREF(dispatch_record, Py_NewRef(args[4]));
     Py_RETURN_NONE;
 }
 
@@ -1078,8 +1085,8 @@ speedups_record_size(PyObject *mod, PyObject *unused)
 
 static PyMethodDef speedups_methods[] = {
     {"set_native", (PyCFunction)(void (*)(void))speedups_set_native, METH_FASTCALL,
-     "set_native(addresses of np_conn_write, np_reactor_poll, np_record_take; "
-     "dispatch_record)"},
+     "set_native(addresses of np_conn_write, np_reactor_poll, np_record_take, "
+     "np_reactor_kick; dispatch_record)"},
     {"setup_loop", (PyCFunction)(void (*)(void))speedups_setup_loop, METH_FASTCALL,
      "setup_loop(Handle, TimerHandle, InlineSelector, callback_failed, heappop, "
      "max_select_timeout, handle_fields)"},
