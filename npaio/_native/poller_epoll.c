@@ -20,9 +20,11 @@
  * the GIL; all signals are blocked in it; what it learns goes to the loop as
  * np_post() bits. The input buffer's producer is this thread.
  *
- * Writes (threaded mode): the loop never sends; it queues the bytes and puts
- * the connection on this poller's flush list, sent at the start of the next
- * round (process_lists) -- several writes per wake-up when the loop is busy.
+ * Writes: while the loop runs it queues the bytes and puts the connection on
+ * this poller's flush list (conn.c np_conn_write), sent at the start of the
+ * poller's next round (process_lists), all of a connection's writes in one
+ * sendmsg. In inline mode the round is the loop's own next poll, or the end
+ * of a dispatch (np_reactor_kick).
  */
 #include <errno.h>
 #include <signal.h>
@@ -35,11 +37,13 @@
 #include "internal.h"
 
 #define NP_EVENTS 256
-
-__thread np_poller *np_current_poller;
 #define NP_READ_MIN 4096u
 #define NP_READ_MAX (64u * 1024u)
 #define NP_READ_BUDGET (256u * 1024u)
+
+/* The poller a poller thread runs (NULL on the loop thread): np_post leaves
+ * the loop's wake-up to the end of that poller's event batch. */
+__thread np_poller *np_current_poller;
 
 void np_poller_wake(np_poller *p)
 {
@@ -63,8 +67,9 @@ static void on_writable(np_conn *c);
 static void process_lists(np_poller *p);
 
 /* Loop thread: c's output waits for this poller's next round to send it
- * (np_conn_write set c->armed; in inline mode the round is the loop's). The list holds a reference. The poller is
- * woken only if it sleeps (Dekker, as the loop's own `sleeping` in reactor.c:
+ * (np_conn_write set c->armed; in inline mode the round is the loop's). The
+ * list holds a reference. The poller is woken only if it sleeps (Dekker, as
+ * the loop's own `sleeping` in reactor.c:
  * it sets `sleeping` and then looks at the list under rlock; we append under
  * rlock and later exchange `sleeping`; so either it sees c or we see it
  * asleep). A busy poller picks c up before its next epoll_wait.
