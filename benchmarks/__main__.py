@@ -36,9 +36,9 @@ def machine():
 def main():
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="small matrix, about 3 minutes")
+    p.add_argument("--quick", action="store_true", help="small matrix, under 2 minutes")
     p.add_argument("--rounds", type=int, help="rounds per workload (quick 3, full 3)")
-    p.add_argument("--duration", type=float, help="seconds measured per run (quick 0.8, full 3; wrk rounds to whole seconds)")
+    p.add_argument("--duration", type=float, help="seconds measured per run (quick 0.7, full 3; wrk rounds to whole seconds)")
     p.add_argument("--warmup", type=float, help="echo client warm-up seconds per run")
     p.add_argument("--only", help="run only workloads whose name contains this text")
     p.add_argument("--output", default=os.path.join(HERE, "RESULTS.md"),
@@ -49,8 +49,8 @@ def main():
     if a.only:
         wl = [w for w in wl if a.only in w.name]
     rounds = a.rounds or 3
-    seconds = a.duration or (0.8 if a.quick else 3.0)
-    warmup = a.warmup if a.warmup is not None else (0.2 if a.quick else 0.5)
+    seconds = a.duration or (0.7 if a.quick else 3.0)
+    warmup = a.warmup if a.warmup is not None else (0.15 if a.quick else 0.5)
     started = datetime.datetime.now().astimezone()
     results = run.run_all(wl, rounds, seconds, warmup, log=lambda m: print(m, flush=True))
 

@@ -64,15 +64,16 @@ def quick():
     # npaio-p0 runs the same code as npaio (the default): it shows the run's
     # noise, in the first row only. P1 where the loop thread's CPU is a target.
     lean = [ASYNCIO, UVLOOP, NPAIO]
+    pair = [UVLOOP, NPAIO]      # rows where asyncio's number adds nothing new
     return [
         echo("echo_protocol", 1024, 10),
         echo("echo_protocol", 10240, 10, variants=[UVLOOP, NPAIO, P1, C_EPOLL]),
         echo("echo_streams", 1024, 10, variants=lean),
         echo("echo_buffered", 1024, 10, variants=lean),
-        echo("echo_protocol", 64, 1, variants=lean, tag="ping-pong "),
-        echo("echo_protocol", 64, 10, depth=16, variants=lean),
+        echo("echo_protocol", 64, 1, variants=pair, tag="ping-pong "),
+        echo("echo_protocol", 64, 10, depth=16, variants=pair),
         http("http_httptools", 10, variants=lean + [P1]),
-        http("http_httptools", 10, depth=16, variants=lean),
+        http("http_httptools", 10, depth=16, variants=pair),
         http("http_uvicorn", 10, variants=lean),
         echo("echo_protocol", 1024, 10, variants=[UVLOOP, NPAIO, npaio_variant(2)],
              pinned=False, tag="unpinned "),

@@ -45,9 +45,9 @@ _MAX_POLLERS = 256
 
 # Default pollers: 0, the reactor runs inline on the loop thread. Measured
 # (benchmarks/ATTEMPTS.md 37, 2-core machine, 1 KiB echo, 10 connections,
-# server pinned to one core): inline 1.00x-1.05x uvloop, one poller thread
-# 0.73x, two unpinned 0.55x. A poller thread does the reads and the sends, so
-# the loop thread's CPU per request drops to 2.14 us (uvloop's process: 7.15),
+# server pinned to one core): inline 1.03x-1.08x uvloop, one poller thread
+# 0.79x, two unpinned 0.58x. A poller thread does the reads and the sends, so
+# the loop thread's CPU per request drops to 1.94 us (uvloop's process: 7.36),
 # but sharing one core the two threads pay more in hand-offs and switches
 # than that saves. Poller threads are for machines with cores to spare.
 _DEFAULT_POLLERS = 0
