@@ -495,3 +495,29 @@ def test_drain_to_a_client_outside_the_loop(loop, run):
         await server.wait_closed()
 
     run(loop, main(), timeout=60)
+
+
+def test_write_eof_while_paused_resumes_writing(loop, run):
+    """A protocol paused with bytes still queued, then write_eof(): once the
+    bytes are sent, resume_writing is called and the peer sees all of them
+    and the EOF. (npaio queues a small write until the iteration's end, so
+    lowering the high mark to 0 pauses here; write_eof sends the queue at
+    once and must still report it drained.)"""
+
+    async def main():
+        server, client, sproto = await tcp_pair(loop)
+        tr = sproto.transport
+        tr.write(b"x" * 100)
+        tr.set_write_buffer_limits(high=0)
+        tr.write_eof()
+        for _ in range(500):
+            if not sproto.paused and client.eof.done():
+                break
+            await asyncio.sleep(0.01)
+        assert not sproto.paused, "still paused after write_eof sent everything"
+        assert sproto.events.count("pause_writing") == sproto.events.count("resume_writing")
+        await client.wait_bytes(100)
+        assert bytes(client.data) == b"x" * 100
+        await close_all(server, client, sproto)
+
+    run(loop, main())

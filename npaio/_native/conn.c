@@ -185,6 +185,25 @@ void np_conn_set_write_high(np_conn *c, size_t high)
     c->whigh = high;
 }
 
+/* Under c->lock, loop thread: send what `out` holds now rather than at its
+ * poller's round -- a queue past the high-water mark while the socket is
+ * not known to be full, or write_eof()/close() after this iteration's
+ * writes (so that, as in asyncio, they complete at once). Returns 1 if all
+ * of it went: `armed` is cleared (a listed connection is then skipped by its
+ * poller) and *drained set if a DRAINED was asked for, as on_writable does.
+ * An error is left for the poller's own flush to meet again and report. */
+static int flush_now(np_conn *c, int *drained)
+{
+    if (np_conn_flush_locked(c) || np_lb_len(&c->out))
+        return 0;
+    c->armed = 0;
+    if (c->notify) {
+        c->notify = 0;
+        *drained = 1;
+    }
+    return 1;
+}
+
 /* While the loop runs, a write is not sent at once: the bytes are copied
  * into `out`, the write side is marked armed and the connection goes on its
  * poller's flush list (np_poller_flush_later), sent once per loop iteration
@@ -249,17 +268,8 @@ int64_t np_conn_write(np_conn *c, const char *data, size_t len)
             if (!hand)
                 np_conn_update_interest(c);     /* EPOLLOUT */
         } else if (np_lb_len(&c->out) > c->whigh && !(c->events & EPOLLOUT)) {
-            /* Queued this iteration, now past the mark: try the socket. An
-             * error is left to the poller's flush, which meets it again. */
-            if (!np_conn_flush_locked(c) && np_lb_len(&c->out) == 0) {
-                c->armed = 0;           /* a listed c is then skipped */
-                if (c->notify) {        /* as on_writable would */
-                    c->notify = 0;
-                    drained = 1;
-                }
-            } else {
+            if (!flush_now(c, &drained))
                 np_conn_update_interest(c);     /* full: EPOLLOUT */
-            }
         }
         NP_STAT(r->stats, hand ? NP_RS_HANDED_WRITES : NP_RS_QUEUED_WRITES, 1);
     }
@@ -406,25 +416,12 @@ int np_conn_resume_reading(np_conn *c)
     return 0;
 }
 
-/* Under c->lock, loop thread: write_eof() or close() finds output queued --
- * often only this iteration's writes, not yet handed to a poller round. Send
- * what the socket takes now, so that, as in asyncio, a close after a small
- * write completes at once. Returns 1 if nothing is left (`armed` cleared; a
- * listed connection is then skipped by its poller). An error is left for
- * the poller's own flush to meet again and report. */
-static int flush_before_close(np_conn *c)
-{
-    if (np_conn_flush_locked(c) || np_lb_len(&c->out))
-        return 0;
-    c->armed = 0;
-    return 1;
-}
-
 int np_conn_shutdown_wr(np_conn *c)
 {
+    int drained = 0;
     pthread_mutex_lock(&c->lock);
     if (!atomic_load(&c->closed)) {
-        if ((!c->armed && np_lb_len(&c->out) == 0) || flush_before_close(c)) {
+        if ((!c->armed && np_lb_len(&c->out) == 0) || flush_now(c, &drained)) {
             shutdown(c->fd, SHUT_WR);
             np_conn_update_interest(c);         /* drop EPOLLOUT if it was on */
         } else {
@@ -432,6 +429,8 @@ int np_conn_shutdown_wr(np_conn *c)
         }
     }
     pthread_mutex_unlock(&c->lock);
+    if (drained)
+        np_post(c, NP_EV_DRAINED, 0);
     return 0;
 }
 
@@ -439,10 +438,10 @@ int np_conn_shutdown_wr(np_conn *c)
  * the output is flushed; a CLOSED record follows. */
 int np_conn_close(np_conn *c, int abort)
 {
-    int pending = 0;
+    int pending = 0, drained = 0;       /* no DRAINED: the transport closes */
     pthread_mutex_lock(&c->lock);
     if (!atomic_load(&c->closed)) {
-        if (!abort && (c->armed || np_lb_len(&c->out)) && !flush_before_close(c)) {
+        if (!abort && (c->armed || np_lb_len(&c->out)) && !flush_now(c, &drained)) {
             c->close_req = 1;
             np_conn_update_interest(c);
             pending = 1;
