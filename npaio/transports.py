@@ -381,9 +381,9 @@ class _NativeSocketTransport(TransportBase, transports._FlowControlMixin,
     def _write_done(self, n):
         """np_conn_write returned n != 0: more buffered than the high-water
         mark, or -errno."""
-        if n > self._high_water:
+        if n > 0:
             self._maybe_pause_protocol()
-        elif n < 0:
+        else:
             self._write_failed(n)
 
     def _write_linkbuffer(self, buf):

@@ -366,8 +366,8 @@ reactor_dispatch(PyObject *self, PyObject *unused)
     }
     Py_INCREF(transports);
     PyObject *ret = NULL;
-    Py_ssize_t i = 0;
-    for (; i < n; i++) {
+    Py_ssize_t rest = 0;            /* the first record not yet taken */
+    for (Py_ssize_t i = 0; i < n; i++) {
         const np_record *rec = &recs[i];
         PyObject *have = NULL;      /* an in-place record's data, taken */
         if ((rec->flags & NP_EV_INPLACE) && conns && conns[i]) {
@@ -382,20 +382,18 @@ reactor_dispatch(PyObject *self, PyObject *unused)
             }
             record_take(c, PyBytes_AS_STRING(have), rec->len);
         }
+        rest = i + 1;
         PyObject *key = PyLong_FromUnsignedLongLong(rec->id);
         if (key == NULL) {
             Py_XDECREF(have);
-            i++;
             goto done;
         }
         PyObject *tr = PyDict_GetItemWithError(transports, key);
         Py_DECREF(key);
         if (tr == NULL) {
             Py_XDECREF(have);
-            if (PyErr_Occurred()) {
-                i++;
+            if (PyErr_Occurred())
                 goto done;
-            }
             continue;               /* closed and released since the drain */
         }
         Py_INCREF(tr);              /* data_received may drop the dict's ref */
@@ -406,7 +404,6 @@ reactor_dispatch(PyObject *self, PyObject *unused)
             if (done < 0) {
                 Py_XDECREF(have);
                 Py_DECREF(tr);
-                i++;
                 goto done;
             }
         }
@@ -427,7 +424,6 @@ reactor_dispatch(PyObject *self, PyObject *unused)
             if (res == NULL) {
                 Py_XDECREF(have);
                 Py_DECREF(tr);
-                i++;
                 goto done;
             }
             Py_DECREF(res);
@@ -441,16 +437,16 @@ done:
      * sendmsg per connection still): ping-pong latency. */
     if (ro->r_addr && reactor_kick)
         reactor_kick((np_reactor *)(uintptr_t)ro->r_addr);
-    if (ret == NULL && i < n) {
+    if (ret == NULL && rest < n) {
         /* An exception propagates (KeyboardInterrupt, SystemExit, no
          * memory): the records after it stay pending, moved to the front,
          * and the loop's next iteration dispatches them (it drains nothing
          * new while records are pending), as asyncio's ready queue keeps
          * the callbacks after one that raised. Their data is not lost. */
-        memmove((np_record *)recs, recs + i, (size_t)(n - i) * sizeof(np_record));
+        memmove((np_record *)recs, recs + rest, (size_t)(n - rest) * sizeof(np_record));
         if (conns)
-            memmove(conns, conns + i, (size_t)(n - i) * sizeof(np_conn *));
-        ro->pending = n - i;
+            memmove(conns, conns + rest, (size_t)(n - rest) * sizeof(np_conn *));
+        ro->pending = n - rest;
     }
     Py_DECREF(transports);
     return ret;
