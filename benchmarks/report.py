@@ -53,6 +53,9 @@ def npaio_summary(stats, total_requests):
         "loop_wakeups_per_req": loop.get("loop_wakeups", 0) / n,
         "poller_wakeups_per_req": sum(p.get("wakeups", 0) for p in pollers) / n,
         "poller_events_per_req": sum(p.get("events", 0) for p in pollers) / n,
+        "spins_per_req": sum(p.get("spins", 0) for p in pollers) / n,
+        "spin_hit_pct": 100.0 * sum(p.get("spin_hits", 0) for p in pollers)
+                        / max(sum(p.get("spins", 0) for p in pollers), 1),
         "read_share": [100.0 * p.get("bytes_read", 0) / max(sum(q.get("bytes_read", 0) for q in pollers), 1)
                        for p in pollers],
     }
@@ -78,8 +81,9 @@ def tables(results, pinned):
            "(npaio pollers) | server CPU % of one core | core 0 busy % | core 1 busy % | steal % (0/1) |",
            "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     nstat = ["| workload | loop | completions per drain | loop wake-ups/req "
-             "| poller wake-ups/req | poller events/req | bytes read per poller % |",
-             "|---|---|---:|---:|---:|---:|---|"]
+             "| poller wake-ups/req | poller events/req | spins/req (found I/O %) "
+             "| bytes read per poller % |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
     skipped = []
     for w, res in chosen:
         for v, s in summarize(w, res).items():
@@ -96,6 +100,7 @@ def tables(results, pinned):
                              f"| {_f(n['loop_wakeups_per_req'], '{:.3f}')} "
                              f"| {_f(n['poller_wakeups_per_req'], '{:.3f}')} "
                              f"| {_f(n['poller_events_per_req'], '{:.3f}')} "
+                             f"| {n['spins_per_req']:.3f} ({n['spin_hit_pct']:.0f}) "
                              f"| {'/'.join(f'{x:.0f}' for x in n['read_share'])} |")
         for v, why in res["skipped"].items():
             skipped.append(f"- {v}: {why}")

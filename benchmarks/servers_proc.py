@@ -28,6 +28,8 @@ class Server:
                 cmd += ["--balance", variant.balance]
         self.err = tempfile.TemporaryFile(mode="w+")
         env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        if getattr(variant, "spin_us", None) is not None:
+            env["NPAIO_SPIN_US"] = str(variant.spin_us)
         self.proc = subprocess.Popen(["taskset", "-c", cpus] + cmd, cwd=ROOT, env=env,
                                      stdout=subprocess.PIPE, stderr=self.err, text=True)
         self.pid = self.proc.pid          # taskset execs the server: same pid

@@ -8,6 +8,7 @@ class Variant:
     loop: str                 # asyncio | uvloop | npaio | c
     pollers: int = None
     balance: str = None
+    spin_us: int = None       # npaio: NPAIO_SPIN_US for the server (None: its default)
 
 
 ASYNCIO = Variant("asyncio", "asyncio")
@@ -45,6 +46,7 @@ NPAIO_INLINE = npaio_variant(0)          # pollers=0: the loop thread polls
 
 
 P1 = npaio_variant(1)                    # one poller thread: the loop thread's own CPU
+NOSPIN = Variant("npaio-nospin", "npaio", spin_us=0)   # inline, never polls before sleeping
 
 
 def echo(server, size, conns, depth=1, variants=None, pinned=True, tag=""):
@@ -70,7 +72,7 @@ def quick():
         echo("echo_protocol", 10240, 10, variants=[UVLOOP, NPAIO, P1, C_EPOLL]),
         echo("echo_streams", 1024, 10, variants=lean),
         echo("echo_buffered", 1024, 10, variants=lean),
-        echo("echo_protocol", 64, 1, variants=pair, tag="ping-pong "),
+        echo("echo_protocol", 64, 1, variants=pair + [NOSPIN], tag="ping-pong "),
         echo("echo_protocol", 64, 10, depth=16, variants=pair),
         http("http_httptools", 10, variants=lean + [P1]),
         http("http_httptools", 10, depth=16, variants=pair),
@@ -92,7 +94,8 @@ def full():
             for conns in (10, 100):
                 w.append(echo(server, size, conns))
     for server in ("echo_protocol", "echo_streams", "echo_buffered"):
-        w.append(echo(server, 64, 1, tag="ping-pong "))
+        w.append(echo(server, 64, 1, tag="ping-pong ",
+                      variants=[ASYNCIO, UVLOOP, NPAIO, NOSPIN, P1]))
     w.append(echo("echo_protocol", 64, 10, depth=16))
     w.append(echo("echo_protocol", 1024, 100, depth=8))
     w.append(echo("echo_buffered", 64, 10, depth=16))

@@ -30,7 +30,8 @@ __version__ = '0.1.0.dev0'
 
 
 def new_event_loop(**options):
-    """Return a new npaio event loop (options: pollers=N, load_balance=NAME)."""
+    """Return a new npaio event loop (options: pollers=N, load_balance=NAME,
+    spin_us=N)."""
     return Loop(**options)
 
 

@@ -49,7 +49,7 @@ _REACTOR_STATS = ('drains', 'completions', 'loop_wakeups', 'direct_writes',
                   'queued_writes', 'throttles', 'sleeps', 'arena_full',
                   'handed_writes', 'poller_kicks')
 _POLLER_STATS = ('connections', 'events', 'bytes_read', 'bytes_written',
-                 'wakeups', 'reads', 'writes')
+                 'wakeups', 'reads', 'writes', 'spins', 'spin_hits')
 # Live objects, then two running totals (nodes ever allocated and freed).
 _COUNTERS = ('conns', 'nodes', 'reactors', 'threads', 'node_bytes',
              'node_allocs', 'node_frees')
@@ -112,6 +112,7 @@ class Reactor(_speedups.ReactorBase):
         self.pollers = pollers                  # as asked (0: inline)
         self.npollers = lib.np_reactor_npollers(r)  # poller rounds with stats
         self.balance = balance
+        self.spin_us = 0
         self._records = ffi.new('np_record[]', _MAX_RECORDS)
         self._arena = ffi.new('char[]', _ARENA_SIZE)
         # An in-place record's connection (its data was not copied to the
@@ -147,6 +148,10 @@ class Reactor(_speedups.ReactorBase):
 
     def prepare_sleep(self):
         return lib.np_reactor_prepare_sleep(self.r)
+
+    def set_spin(self, us):
+        lib.np_reactor_set_spin(self.r, us)
+        self.spin_us = us
 
     def set_running(self, running):
         lib.np_reactor_set_running(self.r, 1 if running else 0)
@@ -197,7 +202,7 @@ class Reactor(_speedups.ReactorBase):
             pollers.append(dict(zip(_POLLER_STATS, vals[base:base + per])))
         return {'pollers': pollers, 'loop': loop,
                 'config': {'pollers': self.pollers, 'inline': self.pollers == 0,
-                           'load_balance': self.balance}}
+                           'load_balance': self.balance, 'spin_us': self.spin_us}}
 
     def close(self):
         """Stop the pollers and free every native object.

@@ -52,6 +52,16 @@ _MAX_POLLERS = 256
 # than that saves. Poller threads are for machines with cores to spare.
 _DEFAULT_POLLERS = 0
 
+# Default spin_us: inline mode polls up to 50 us before it sleeps
+# (poller_epoll.c spin_wait, benchmarks/ATTEMPTS.md 38). 1-connection
+# ping-pong, 64 B: 57 -> 20 us round trips, 26 -> 21 us of CPU per request
+# (sleeping and waking cost more than polling on this VM); 20 us was as
+# good, 10 us too short to catch the next request. It backs off when spins
+# find nothing, so an idle loop does not spin. spin_us=0 (or NPAIO_SPIN_US=0)
+# turns it off.
+_DEFAULT_SPIN_US = 50
+_MAX_SPIN_US = 1_000_000
+
 
 
 # call_soon (C) and call_later build their Handle without Handle.__init__
@@ -100,16 +110,33 @@ def _callback_failed(handle, exc):
     handle._loop.call_exception_handler(context)
 
 
+def _env_int(name):
+    env = os.environ.get(name, '').strip()
+    if not env:
+        return None
+    try:
+        return int(env)
+    except ValueError:
+        raise ValueError(f'{name} must be an integer >= 0, got {env!r}') from None
+
+
+def _check_spin(spin_us):
+    if spin_us is None:
+        spin_us = _env_int('NPAIO_SPIN_US')
+        if spin_us is None:
+            spin_us = _DEFAULT_SPIN_US
+    elif isinstance(spin_us, bool) or not isinstance(spin_us, int):
+        raise TypeError(f'spin_us must be an int, not {type(spin_us).__name__}')
+    if not 0 <= spin_us <= _MAX_SPIN_US:
+        raise ValueError(f'spin_us must be between 0 (never) and {_MAX_SPIN_US}, '
+                         f'got {spin_us}')
+    return spin_us
+
+
 def _check_options(pollers, load_balance):
     if pollers is None:
-        env = os.environ.get('NPAIO_POLLERS', '').strip()
-        if env:
-            try:
-                pollers = int(env)
-            except ValueError:
-                raise ValueError(
-                    f'NPAIO_POLLERS must be an integer >= 0, got {env!r}') from None
-        else:
+        pollers = _env_int('NPAIO_POLLERS')
+        if pollers is None:
             pollers = _DEFAULT_POLLERS
     elif isinstance(pollers, bool) or not isinstance(pollers, int):
         raise TypeError(f'pollers must be an int, not {type(pollers).__name__}')
@@ -224,7 +251,10 @@ class Loop(_speedups.LoopBase, asyncio.SelectorEventLoop):
     Options: ``pollers`` (int >= 0; 0 runs the reactor inline on the loop
     thread, no poller threads; default: env NPAIO_POLLERS, else 0) and
     ``load_balance`` ('round_robin', 'random' or 'least_connections'; default:
-    env NPAIO_LOAD_BALANCE, else round_robin).
+    env NPAIO_LOAD_BALANCE, else round_robin) and ``spin_us`` (int >= 0:
+    in inline mode, how long the loop polls for I/O before it sleeps, backing
+    off while polls find nothing; 0 never; default: env NPAIO_SPIN_US, else
+    50).
     """
 
     # LoopBase (speedups.c) holds _ready, _scheduled, _stopping, _debug,
@@ -233,12 +263,14 @@ class Loop(_speedups.LoopBase, asyncio.SelectorEventLoop):
     # (bad options raise before it: __del__ has nothing to complain about).
     _inline_poll = False
 
-    def __init__(self, selector=None, *, pollers=None, load_balance=None):
+    def __init__(self, selector=None, *, pollers=None, load_balance=None, spin_us=None):
         pollers, load_balance = _check_options(pollers, load_balance)
+        spin_us = _check_spin(spin_us)
         self._reactor = None
         super().__init__(selector)
         self._pid = os.getpid()
         self._reactor = Reactor(pollers, load_balance)
+        self._reactor.set_spin(spin_us)
         self._dispatch_handle = events.Handle(self._reactor.dispatch, (), self)
         self._inline_poll = (pollers == 0
                              and type(self._selector) is selectors.EpollSelector)

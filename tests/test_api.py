@@ -105,6 +105,88 @@ def test_npaio_pollers_env(npaio_mod, leak_guard, monkeypatch, n):
         _close(loop)
 
 
+@pytest.mark.parametrize("bad,exc", [("x", TypeError), (1.5, TypeError), (True, TypeError),
+                                     (-1, ValueError), (10**7, ValueError)])
+def test_spin_us_validated(npaio_mod, leak_guard, bad, exc):
+    with pytest.raises(exc):
+        npaio_mod.new_event_loop(spin_us=bad)
+
+
+def test_spin_us_env(npaio_mod, leak_guard, monkeypatch):
+    monkeypatch.setenv("NPAIO_SPIN_US", "7")
+    loop = npaio_mod.new_event_loop()
+    try:
+        assert loop.get_stats()["config"]["spin_us"] == 7
+    finally:
+        _close(loop)
+    loop = npaio_mod.new_event_loop(spin_us=0)     # the argument wins
+    try:
+        assert loop.get_stats()["config"]["spin_us"] == 0
+    finally:
+        _close(loop)
+    monkeypatch.setenv("NPAIO_SPIN_US", "many")
+    with pytest.raises(ValueError, match="NPAIO_SPIN_US"):
+        npaio_mod.new_event_loop()
+
+
+def _spins(loop):
+    p = loop.get_stats()["pollers"][0]
+    return p["spins"], p["spin_hits"]
+
+
+@pytest.mark.parametrize("spin_us", [0, 200])
+def test_idle_loop_backs_off_spinning(npaio_mod, leak_guard, spin_us):
+    # 40 waits of 2 ms that no I/O ends: a spin that finds nothing makes the
+    # next 2^k - 1 waits sleep at once (k failed spins in a row), so only
+    # waits 1, 3, 7, 15 and 31 spin. With spin_us=0 none does.
+    loop = npaio_mod.new_event_loop(spin_us=spin_us)
+    try:
+        async def main():
+            for _ in range(40):
+                await asyncio.sleep(0.002)
+        loop.run_until_complete(main())
+        spins, hits = _spins(loop)
+        assert hits == 0
+        if spin_us:
+            assert 1 <= spins <= 8, spins
+        else:
+            assert spins == 0
+    finally:
+        _close(loop)
+
+
+def test_spin_catches_input(npaio_mod, leak_guard):
+    # A 1 s spin budget: input sent 30 ms into the wait is found by the
+    # spin (no sleep), and delivered as usual.
+    import socket
+    import threading
+    loop = npaio_mod.new_event_loop(spin_us=1_000_000)
+    a, b = socket.socketpair()
+    try:
+        got = loop.create_future()
+
+        class P(asyncio.Protocol):
+            def data_received(self, data):
+                if not got.done():
+                    got.set_result(data)
+
+        async def main():
+            tr, _ = await loop.create_connection(P, sock=a)
+            t = threading.Timer(0.03, b.sendall, (b"ping",))
+            t.start()
+            try:
+                return await asyncio.wait_for(got, 10)
+            finally:
+                t.join()
+                tr.close()
+        assert loop.run_until_complete(main()) == b"ping"
+        spins, hits = _spins(loop)
+        assert hits >= 1 and spins >= hits
+    finally:
+        b.close()
+        _close(loop)
+
+
 def test_stats_structure(npaio_mod, leak_guard):
     loop = npaio_mod.new_event_loop(pollers=2)
     try:
@@ -113,7 +195,7 @@ def test_stats_structure(npaio_mod, leak_guard):
         assert len(st["pollers"]) == 2
         for p in st["pollers"]:
             for key in ("connections", "events", "bytes_read", "bytes_written",
-                        "wakeups", "reads", "writes"):
+                        "wakeups", "reads", "writes", "spins", "spin_hits"):
                 assert isinstance(p[key], int), key
                 assert p[key] >= 0
             assert p["connections"] == 0

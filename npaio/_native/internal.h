@@ -144,7 +144,7 @@ struct np_conn {
 };
 
 enum { NP_PS_CONNS, NP_PS_EVENTS, NP_PS_BYTES_READ, NP_PS_BYTES_WRITTEN,
-       NP_PS_WAKEUPS, NP_PS_READS, NP_PS_WRITES };
+       NP_PS_WAKEUPS, NP_PS_READS, NP_PS_WRITES, NP_PS_SPINS, NP_PS_SPIN_HITS };
 
 struct np_poller {
     np_obj wake;                   /* kind == NP_KIND_WAKE: epoll data of efd */
@@ -161,6 +161,8 @@ struct np_poller {
     _Atomic int sleeping;          /* [atomic] in (or entering) epoll_wait(-1) */
     int kick_owed;                 /* [loop] listed a write since the last kick */
     int wake_owed;                 /* [poller] queued completions this batch */
+    int spin_fails;                /* [inline] spins in a row that found nothing */
+    int spin_skip;                 /* [inline] blocking waits left before the next spin */
     _Atomic int64_t stats[NP_POLLER_STATS];
 };
 
@@ -179,6 +181,7 @@ struct np_reactor {
 
     int efd;                       /* the loop's completion eventfd */
     int running;                   /* [loop] inside run_forever: writes wait for its iteration's end */
+    int spin_us;                   /* [loop] inline: poll this long before sleeping */
     int kick_owed;                 /* [loop] some poller's kick_owed is set */
     _Atomic int sleeping;          /* the loop is (about to be) in select */
     pthread_mutex_t qlock;         /* completion queue */

@@ -36,7 +36,7 @@
 
 /* Number of uint64 counters np_reactor_stats() writes per poller and for the
  * reactor itself, and np_native_counters() in total. */
-#define NP_POLLER_STATS 7
+#define NP_POLLER_STATS 9
 #define NP_REACTOR_STATS 10
 #define NP_GLOBAL_COUNTERS 7
 
@@ -95,6 +95,9 @@ int np_reactor_poll(np_reactor *r, np_pollbuf *pb, int timeout);
  * woken by np_reactor_prepare_sleep/np_reactor_drain, or in inline mode by
  * the loop's next poll. Leaving sends (or kicks) what is still listed. */
 void np_reactor_set_running(np_reactor *r, int running);
+/* Inline mode: poll without sleeping for up to `us` microseconds before a
+ * wait that would block (0: never). Loop thread, before or between runs. */
+void np_reactor_set_spin(np_reactor *r, int us);
 /* Send (inline mode) or hand to their pollers the writes queued so far,
  * now rather than at the next poll: the dispatcher calls it after a batch
  * of records, so a protocol's reply leaves as soon as the batch is done. */

@@ -265,6 +265,11 @@ void np_reactor_kick(np_reactor *r)
     }
 }
 
+void np_reactor_set_spin(np_reactor *r, int us)
+{
+    r->spin_us = us < 0 ? 0 : us;
+}
+
 void np_reactor_set_running(np_reactor *r, int running)
 {
     r->running = running;
