@@ -25,15 +25,16 @@ It never touches ffi: ``_reactor`` and ``transports`` do.
 """
 
 import asyncio
-import contextvars
 import errno
 import heapq
 import math
 import os
 import selectors
+import socket
 import sys
 
-from asyncio import base_events, constants, events, format_helpers, sslproto, trsock
+from asyncio import (base_events, constants, events, format_helpers, futures, sslproto,
+                     tasks, trsock)
 
 from . import _speedups
 from ._reactor import BALANCERS, Reactor
@@ -62,9 +63,7 @@ _DEFAULT_POLLERS = 0
 _DEFAULT_SPIN_US = 50
 _MAX_SPIN_US = 1_000_000
 
-
-
-# call_soon (C) and call_later build their Handle without Handle.__init__
+# call_soon, call_at and call_later (C) build their Handle without Handle.__init__
 # (and the get_debug() call in it) when Handle's fields are the ones known
 # here (3.10-3.13); otherwise they call the class.
 _HANDLE_FIELDS = ('_callback', '_args', '_cancelled', '_loop',
@@ -72,25 +71,12 @@ _HANDLE_FIELDS = ('_callback', '_args', '_cancelled', '_loop',
 _FAST_HANDLE = getattr(events.Handle, '__slots__', None) == _HANDLE_FIELDS
 _FAST_TIMER = (_FAST_HANDLE and
                list(getattr(events.TimerHandle, '__slots__', ())) == ['_scheduled', '_when'])
-_new_handle = events.Handle.__new__
-_copy_context = contextvars.copy_context
 
 
-def _push_timer(loop, when, callback, args, context):
-    """base_events.call_at's TimerHandle, pushed on the heap, as
-    TimerHandle.__init__ builds it with debug off (no __init__ frames)."""
-    timer = _new_handle(events.TimerHandle)
-    timer._context = _copy_context() if context is None else context
-    timer._loop = loop
-    timer._callback = callback
-    timer._args = args
-    timer._cancelled = False
-    timer._repr = None
-    timer._source_traceback = None
-    timer._when = when
-    heapq.heappush(loop._scheduled, timer)
-    timer._scheduled = True
-    return timer
+# base_events._accept_connection's defaults after `backlog`, which its
+# retry passes on to _start_serving.
+_ACCEPT_TIMEOUTS = ((constants.SSL_HANDSHAKE_TIMEOUT,) if sys.version_info < (3, 11)
+                    else (constants.SSL_HANDSHAKE_TIMEOUT, constants.SSL_SHUTDOWN_TIMEOUT))
 
 
 def _callback_failed(handle, exc):
@@ -243,6 +229,10 @@ if _FAST_HANDLE:
         tuple(events.Handle.__dict__[f] for f in (
             '_callback', '_args', '_cancelled', '_loop', '_source_traceback',
             '_repr', '_context')), _ReactorSelector)
+    if _FAST_TIMER:
+        _speedups.setup_timers(
+            (events.TimerHandle.__dict__['_scheduled'], events.TimerHandle.__dict__['_when']),
+            heapq.heappush, tasks, futures)
 
 
 class Loop(_speedups.LoopBase, asyncio.SelectorEventLoop):
@@ -308,35 +298,49 @@ class Loop(_speedups.LoopBase, asyncio.SelectorEventLoop):
             del handle._source_traceback[-1]
         return handle
 
-    def call_later(self, delay, callback, *args, context=None):
-        # base_events' call_later -> call_at -> TimerHandle, in two frames.
-        # Debug mode, a closed loop and bad arguments take asyncio's steps
-        # (written out: through super() the source traceback would differ).
-        if self._debug or self._closed or delay is None or not _FAST_TIMER:
-            if delay is None:
-                raise TypeError('delay must not be None')
-            timer = self.call_at(self.time() + delay, callback, *args,
-                                 context=context)
-            if timer._source_traceback:
-                del timer._source_traceback[-1]
-            return timer
-        return _push_timer(self, self.time() + delay, callback, args, context)
+    # call_at, call_later, create_task, create_future, time, get_debug and
+    # _timer_handle_cancelled are LoopBase's (speedups.c): base_events' own,
+    # in C, with debug off. What they leave to Python:
 
-    def call_at(self, when, callback, *args, context=None):
-        if self._debug or self._closed or when is None or not _FAST_TIMER:
-            if when is None:
-                raise TypeError("when cannot be None")
-            self._check_closed()
-            if self._debug:
-                self._check_thread()
-                self._check_callback(callback, 'call_at')
-            timer = events.TimerHandle(when, callback, args, self, context)
-            if timer._source_traceback:
-                del timer._source_traceback[-1]
-            heapq.heappush(self._scheduled, timer)
-            timer._scheduled = True
-            return timer
-        return _push_timer(self, when, callback, args, context)
+    def _call_later_slow(self, delay, callback, *args, context=None):
+        """Debug mode, a closed loop, bad arguments: base_events' call_later
+        (written out: through super() the source traceback would differ)."""
+        if delay is None:
+            raise TypeError('delay must not be None')
+        timer = self.call_at(self.time() + delay, callback, *args, context=context)
+        if timer._source_traceback:
+            del timer._source_traceback[-1]
+        return timer
+
+    def _call_at_slow(self, when, callback, *args, context=None):
+        """Debug mode, a closed loop, bad arguments: base_events' call_at."""
+        if when is None:
+            raise TypeError("when cannot be None")
+        self._check_closed()
+        if self._debug:
+            self._check_thread()
+            self._check_callback(callback, 'call_at')
+        timer = events.TimerHandle(when, callback, args, self, context)
+        if timer._source_traceback:
+            del timer._source_traceback[-1]
+        heapq.heappush(self._scheduled, timer)
+        timer._scheduled = True
+        return timer
+
+    def _create_future_slow(self):
+        """Without setup_timers (unknown Handle slots): base_events'."""
+        return futures.Future(loop=self)
+
+    def _create_task_slow(self, coro, **kwargs):
+        """A task factory, debug mode, a closed loop, other arguments:
+        base_events' create_task."""
+        if self._task_factory is None and self._debug and not self._closed:
+            # Written out: through super() the source traceback would end here.
+            task = tasks.Task(coro, loop=self, **kwargs)
+            if task._source_traceback:
+                del task._source_traceback[-1]
+            return task
+        return super(_speedups.LoopBase, self).create_task(coro, **kwargs)
 
     # -- the hooks of base_events ------------------------------------------
 
@@ -395,6 +399,12 @@ class Loop(_speedups.LoopBase, asyncio.SelectorEventLoop):
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *,
                                extra=None, server=None):
+        if not isinstance(sock, socket.socket) or type(sock.fileno()) is not int:
+            # Not a socket the C core can own (a test's mock, say: its
+            # fileno() may well be 1, and the core closes what it owns):
+            # asyncio's own selector transport, as on the stock loop.
+            return super()._make_socket_transport(sock, protocol, waiter,
+                                                  extra=extra, server=server)
         return _NativeSocketTransport(self, sock, protocol, waiter, extra, server)
 
     def _make_ssl_transport(self, rawsock, protocol, sslcontext, waiter=None,
@@ -438,7 +448,8 @@ class Loop(_speedups.LoopBase, asyncio.SelectorEventLoop):
                     self._remove_reader(sock.fileno())
                     self.call_later(constants.ACCEPT_RETRY_DELAY,
                                     self._start_serving, protocol_factory,
-                                    sock, sslcontext, server, backlog, *args)
+                                    sock, sslcontext, server, backlog,
+                                    *(args or _ACCEPT_TIMEOUTS))
                 else:
                     raise  # The event loop will catch, log and ignore it.
             else:

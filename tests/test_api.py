@@ -462,3 +462,31 @@ def test_loop_fixture_kind(loop, loop_kind, is_npaio):
     m = re.search(r"-p(\d+)", loop_kind)
     # pollers=0 is inline mode: one poller round run by the loop thread
     assert len(loop.get_stats()["pollers"]) == max(1, int(m.group(1)))
+
+
+def test_socket_the_core_cannot_own_gets_asyncio_transport(npaio_mod, leak_guard):
+    # A mock socket (CPython's test_base_events passes one): its fileno() is
+    # a MagicMock whose int() is 1. The C core closes the fds it owns, so it
+    # must not take this one; asyncio's own transport serves it instead.
+    import os
+    from unittest import mock
+    from asyncio import selector_events
+    loop = npaio_mod.new_event_loop()
+    try:
+        sock = mock.MagicMock()
+        loop._add_reader = mock.Mock()
+        tr = loop._make_socket_transport(sock, asyncio.Protocol())
+        assert isinstance(tr, selector_events._SelectorSocketTransport)
+        tr.close()
+        loop.run_until_complete(asyncio.sleep(0))
+        os.fstat(1)             # stdout is still open
+        real = __import__("socket").socketpair()
+        try:
+            tr2 = loop._make_socket_transport(real[0], asyncio.Protocol())
+            assert not isinstance(tr2, selector_events._SelectorSocketTransport)
+            tr2.close()
+            loop.run_until_complete(asyncio.sleep(0.01))
+        finally:
+            real[1].close()
+    finally:
+        _close(loop)

@@ -50,6 +50,7 @@
 #include <stddef.h>
 #include <math.h>
 #include <string.h>
+#include <time.h>
 
 #include "np.h"
 
@@ -86,11 +87,12 @@ static Py_ssize_t handle_off[F_NFIELDS];
  * code reads and writes them as usual (member descriptors, which 3.11+
  * specializes like __slots__), and C reads them without a lookup. */
 #define LOOP_FIELDS(X) X(ready) X(scheduled) X(stopping) X(debug) X(closed) \
-    X(selector) X(reactor) X(dispatch_handle) X(clock_resolution)
+    X(selector) X(reactor) X(dispatch_handle) X(clock_resolution) X(task_factory)
 #define LOOP_FIELD_DECL(f) PyObject *f;
 typedef struct {
     PyObject_HEAD
     LOOP_FIELDS(LOOP_FIELD_DECL)        /* attribute "_" #f */
+    Py_ssize_t timer_cancelled_count;   /* _timer_cancelled_count */
 } LoopObject;
 
 /* Likewise _reactor.Reactor's: the np_reactor and its buffers (addresses),
@@ -837,63 +839,80 @@ done:
     return res;
 }
 
-/* LoopBase.call_soon(callback, *args, context=None): base_events' call_soon
- * -> _check_closed -> _call_soon -> Handle(...), with the Handle's fields
- * set as Handle.__init__ sets them with debug off. Debug mode, a closed
- * loop and odd arguments go to self._call_soon_slow(...), which raises
+/* self.<slow>(*args, **kw): the Python method that takes what the C fast
+ * path does not (debug mode, a closed loop, odd arguments) and raises
  * asyncio's errors. */
 static PyObject *
-loop_call_soon(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+call_slow(PyObject *self, PyObject *slow, PyObject *const *args, Py_ssize_t nargs,
+          PyObject *kwnames)
 {
-    LoopObject *lo = (LoopObject *)self;
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    PyObject *context = Py_None;
-    int slow = handle_type == NULL || nargs < 1 || lo->ready == NULL
-        || lo->debug == NULL || lo->closed == NULL;
-    PyObject *kw = nkw == 1 ? PyTuple_GET_ITEM(kwnames, 0) : NULL;
-    if (kw != NULL && (kw == s_context_kw || PyUnicode_Compare(kw, s_context_kw) == 0))
-        context = args[nargs];     /* _asyncio's futures pass context= */
-    else if (nkw)
-        slow = 1;
-    if (!slow) {
-        /* `self._debug or self._closed`, for bools without a call */
-        if (lo->debug == Py_True || lo->closed == Py_True)
-            slow = 1;
-        else if (lo->debug != Py_False || lo->closed != Py_False) {
-            int t = PyObject_IsTrue(lo->debug);
-            if (t == 0)
-                t = PyObject_IsTrue(lo->closed);
-            if (t < 0)
-                return NULL;
-            slow = t;
-        }
+    PyObject *stack[16], **a = stack;
+    Py_ssize_t total = 1 + nargs + nkw;
+    if (total > 16 && (a = PyMem_Malloc(total * sizeof(PyObject *))) == NULL)
+        return PyErr_NoMemory();
+    a[0] = self;
+    for (Py_ssize_t i = 0; i < nargs + nkw; i++)
+        a[1 + i] = args[i];
+    PyObject *res = PyObject_VectorcallMethod(slow, a, 1 + nargs, kwnames);
+    if (a != stack)
+        PyMem_Free(a);
+    return res;
+}
+
+/* `self._debug or self._closed`, for bools without a call: 1, 0, -1. */
+static int
+debug_or_closed(LoopObject *lo)
+{
+    if (lo->debug == NULL || lo->closed == NULL)
+        return 1;                   /* before __init__: the slow path raises */
+    if (lo->debug == Py_True || lo->closed == Py_True)
+        return 1;
+    if (lo->debug == Py_False && lo->closed == Py_False)
+        return 0;
+    int t = PyObject_IsTrue(lo->debug);
+    if (t == 0)
+        t = PyObject_IsTrue(lo->closed);
+    return t;
+}
+
+/* The only keyword the fast paths take: context= (_asyncio's futures pass
+ * it). Sets *context (borrowed; Py_None if absent); 0 if kwnames has
+ * anything else. */
+static int
+context_kw(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, PyObject **context)
+{
+    *context = Py_None;
+    if (kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0)
+        return 1;
+    PyObject *kw = PyTuple_GET_ITEM(kwnames, 0);
+    if (PyTuple_GET_SIZE(kwnames) == 1
+        && (kw == s_context_kw || PyUnicode_Compare(kw, s_context_kw) == 0)) {
+        *context = args[nargs];
+        return 1;
     }
-    if (slow) {
-        /* self._call_soon_slow(*args, **kw) */
-        PyObject *stack[16], **a = stack;
-        Py_ssize_t total = 1 + nargs + nkw;
-        if (total > 16 && (a = PyMem_Malloc(total * sizeof(PyObject *))) == NULL)
-            return PyErr_NoMemory();
-        a[0] = self;
-        for (Py_ssize_t i = 0; i < nargs + nkw; i++)
-            a[1 + i] = args[i];
-        PyObject *res = PyObject_VectorcallMethod(s_call_soon_slow, a, 1 + nargs, kwnames);
-        if (a != stack)
-            PyMem_Free(a);
-        return res;
-    }
-    PyObject *cbargs = PyTuple_New(nargs - 1);
+    PyErr_Clear();                  /* PyUnicode_Compare on a non-str */
+    return 0;
+}
+
+/* A Handle (or TimerHandle) with the fields Handle.__init__ sets with debug
+ * off: callback, args (a tuple of the nargs at `args`), loop, context
+ * (copied from the current one if None). */
+static PyObject *
+new_handle(PyTypeObject *type, PyObject *loop, PyObject *callback, PyObject *const *args,
+           Py_ssize_t nargs, PyObject *context)
+{
+    PyObject *cbargs = PyTuple_New(nargs);
     if (cbargs == NULL)
         return NULL;
-    for (Py_ssize_t i = 1; i < nargs; i++)
-        PyTuple_SET_ITEM(cbargs, i - 1, Py_NewRef(args[i]));
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        PyTuple_SET_ITEM(cbargs, i, Py_NewRef(args[i]));
     PyObject *ctx = context == Py_None ? PyContext_CopyCurrent() : Py_NewRef(context);
     if (ctx == NULL) {
         Py_DECREF(cbargs);
         return NULL;
     }
-    PyObject *h = handle_type->tp_alloc(handle_type, 0);
+    PyObject *h = type->tp_alloc(type, 0);
     if (h == NULL) {
         Py_DECREF(ctx);
         Py_DECREF(cbargs);
@@ -901,12 +920,34 @@ loop_call_soon(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *k
     }
     /* The fields of a new object are NULL: no old value to release. */
     HFIELD(h, F_CONTEXT) = ctx;
-    HFIELD(h, F_LOOP) = Py_NewRef(self);
-    HFIELD(h, F_CALLBACK) = Py_NewRef(args[0]);
+    HFIELD(h, F_LOOP) = Py_NewRef(loop);
+    HFIELD(h, F_CALLBACK) = Py_NewRef(callback);
     HFIELD(h, F_ARGS) = cbargs;
     HFIELD(h, F_CANCELLED) = Py_NewRef(Py_False);
     HFIELD(h, F_REPR) = Py_NewRef(Py_None);
     HFIELD(h, F_SOURCE_TB) = Py_NewRef(Py_None);
+    return h;
+}
+
+/* LoopBase.call_soon(callback, *args, context=None): base_events' call_soon
+ * -> _check_closed -> _call_soon -> Handle(...), the Handle built by
+ * new_handle. Debug mode, a closed loop and odd arguments go to
+ * self._call_soon_slow(...). */
+static PyObject *
+loop_call_soon(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    LoopObject *lo = (LoopObject *)self;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *context;
+    int slow = handle_type == NULL || nargs < 1 || lo->ready == NULL
+        || !context_kw(args, nargs, kwnames, &context);
+    if (!slow && (slow = debug_or_closed(lo)) < 0)
+        return NULL;
+    if (slow)
+        return call_slow(self, s_call_soon_slow, args, nargs, kwnames);
+    PyObject *h = new_handle(handle_type, self, args[0], args + 1, nargs - 1, context);
+    if (h == NULL)
+        return NULL;
     PyObject *r = PyObject_CallMethodOneArg(lo->ready, s_append, h);
     if (r == NULL) {
         Py_DECREF(h);
@@ -916,18 +957,238 @@ loop_call_soon(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *k
     return h;
 }
 
+/* -- LoopBase: clock, timers, tasks ------------------------------------------
+ * base_events' time(), get_debug(), call_at(), call_later(),
+ * _timer_handle_cancelled() and create_task() were a Python frame or two
+ * each, and uvicorn makes ~9 such calls per request (cProfile: get_debug
+ * twice from Task(), time, call_later and its TimerHandle, the keep-alive
+ * timer's cancel, create_task and its _check_closed). */
+
+/* TimerHandle's _scheduled and _when slots (setup_timers), -1 unknown. */
+static Py_ssize_t timer_off_scheduled = -1, timer_off_when = -1;
+static PyObject *heappush;              /* heapq.heappush */
+static PyObject *tasks_dict;            /* asyncio.tasks' globals: Task */
+static PyObject *futures_dict;          /* asyncio.futures' globals: Future */
+static PyObject *loop_kwnames;          /* ("loop",) */
+static PyObject *s_task, *s_loop_kw, *s_name_kw, *s_call_at_slow, *s_call_later_slow,
+    *s_create_task_slow, *s_scheduled, *s_future, *s_create_future_slow;
+#define TFIELD(h, off) (*(PyObject **)((char *)(h) + (off)))
+
+/* time.monotonic(), as base_events' time() returns it (the same clock and
+ * the same conversion to float seconds as CPython's). */
+static PyObject *
+loop_time_method(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    struct timespec ts;
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    int64_t ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    double d = ns % 1000000000 == 0 ? (double)(ns / 1000000000) : (double)ns / 1e9;
+    return PyFloat_FromDouble(d);
+}
+
+static PyObject *
+loop_get_debug(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    PyObject *d = ((LoopObject *)self)->debug;
+    if (d == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "_debug");
+        return NULL;
+    }
+    return Py_NewRef(d);
+}
+
+/* TimerHandle.cancel() calls this: `if handle._scheduled:
+ * self._timer_cancelled_count += 1`. */
+static PyObject *
+loop_timer_handle_cancelled(PyObject *self, PyObject *handle)
+{
+    int sched;
+    if (timer_off_scheduled >= 0 && Py_TYPE(handle) == timer_type
+        && TFIELD(handle, timer_off_scheduled) != NULL) {
+        sched = PyObject_IsTrue(TFIELD(handle, timer_off_scheduled));
+    } else {
+        PyObject *v = PyObject_GetAttr(handle, s_scheduled);
+        sched = v == NULL ? -1 : PyObject_IsTrue(v);
+        Py_XDECREF(v);
+    }
+    if (sched < 0)
+        return NULL;
+    if (sched)
+        ((LoopObject *)self)->timer_cancelled_count++;
+    Py_RETURN_NONE;
+}
+
+/* call_at's TimerHandle(when, ...), pushed on the heap, _scheduled True
+ * (as TimerHandle.__init__ and call_at set it with debug off). */
+static PyObject *
+push_timer(LoopObject *lo, PyObject *when, PyObject *callback, PyObject *const *args,
+           Py_ssize_t nargs, PyObject *context)
+{
+    PyObject *t = new_handle(timer_type, (PyObject *)lo, callback, args, nargs, context);
+    if (t == NULL)
+        return NULL;
+    TFIELD(t, timer_off_when) = Py_NewRef(when);
+    TFIELD(t, timer_off_scheduled) = Py_NewRef(Py_False);
+    PyObject *a[2] = {lo->scheduled, t};
+    PyObject *r = PyObject_Vectorcall(heappush, a, 2, NULL);
+    if (r == NULL) {
+        Py_DECREF(t);
+        return NULL;
+    }
+    Py_DECREF(r);
+    Py_SETREF(TFIELD(t, timer_off_scheduled), Py_NewRef(Py_True));
+    return t;
+}
+
+/* Whether call_at/call_later may take the fast path. -1 error. */
+static int
+timer_fast(LoopObject *lo, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+           PyObject **context)
+{
+    if (timer_off_when < 0 || heappush == NULL || nargs < 2 || args[0] == Py_None
+        || lo->scheduled == NULL || !PyList_CheckExact(lo->scheduled)
+        || !context_kw(args, nargs, kwnames, context))
+        return 0;
+    int slow = debug_or_closed(lo);
+    return slow < 0 ? -1 : !slow;
+}
+
+/* LoopBase.call_at(when, callback, *args, context=None). */
+static PyObject *
+loop_call_at(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *context;
+    int fast = timer_fast((LoopObject *)self, args, nargs, kwnames, &context);
+    if (fast < 0)
+        return NULL;
+    if (!fast)
+        return call_slow(self, s_call_at_slow, args, nargs, kwnames);
+    return push_timer((LoopObject *)self, args[0], args[1], args + 2, nargs - 2, context);
+}
+
+/* LoopBase.call_later(delay, callback, *args, context=None): call_at(
+ * self.time() + delay, ...). */
+static PyObject *
+loop_call_later(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *context;
+    int fast = timer_fast((LoopObject *)self, args, nargs, kwnames, &context);
+    if (fast < 0)
+        return NULL;
+    if (!fast)
+        return call_slow(self, s_call_later_slow, args, nargs, kwnames);
+    PyObject *now = PyObject_CallMethodNoArgs(self, s_time);
+    if (now == NULL)
+        return NULL;
+    PyObject *when = PyNumber_Add(now, args[0]);
+    Py_DECREF(now);
+    if (when == NULL)
+        return NULL;
+    PyObject *t = push_timer((LoopObject *)self, when, args[1], args + 2, nargs - 2, context);
+    Py_DECREF(when);
+    return t;
+}
+
+/* LoopBase.create_future(): futures.Future(loop=self), as base_events
+ * (Future looked up in asyncio.futures each time). Streams make one per
+ * read that waits. */
+static PyObject *
+loop_create_future(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (futures_dict == NULL || loop_kwnames == NULL)
+        return PyObject_CallMethodNoArgs(self, s_create_future_slow);
+    PyObject *fut_type = PyDict_GetItemWithError(futures_dict, s_future);
+    if (fut_type == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_AttributeError, "asyncio.futures.Future");
+        return NULL;
+    }
+    Py_INCREF(fut_type);
+    PyObject *a[1] = {self};
+    PyObject *fut = PyObject_Vectorcall(fut_type, a, 0, loop_kwnames);
+    Py_DECREF(fut_type);
+    return fut;
+}
+
+/* LoopBase.create_task(coro, *, name=None, context=None): with no task
+ * factory, debug off and the loop open, tasks.Task(coro, loop=self, ...)
+ * as base_events calls it (Task looked up in asyncio.tasks each time, so a
+ * replaced Task is used). Everything else: self._create_task_slow(...). */
+static PyObject *
+loop_create_task(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    LoopObject *lo = (LoopObject *)self;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    int slow = tasks_dict == NULL || nargs != 1 || nkw > 2 || lo->task_factory != Py_None;
+    for (Py_ssize_t i = 0; !slow && i < nkw; i++) {
+        PyObject *kw = PyTuple_GET_ITEM(kwnames, i);
+        int name = PyUnicode_Check(kw) && PyUnicode_Compare(kw, s_name_kw) == 0;
+#if PY_VERSION_HEX >= 0x030B0000
+        int ctx = PyUnicode_Check(kw) && PyUnicode_Compare(kw, s_context_kw) == 0;
+#else
+        int ctx = 0;                /* 3.10's create_task has no context */
+#endif
+        slow = !name && !ctx;
+    }
+    if (!slow && (slow = debug_or_closed(lo)) < 0)
+        return NULL;
+    if (slow)
+        return call_slow(self, s_create_task_slow, args, nargs, kwnames);
+    PyObject *task_type = PyDict_GetItemWithError(tasks_dict, s_task);
+    if (task_type == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_AttributeError, "asyncio.tasks.Task");
+        return NULL;
+    }
+    Py_INCREF(task_type);
+    PyObject *a[4] = {args[0], self, nkw > 0 ? args[1] : NULL, nkw > 1 ? args[2] : NULL};
+    PyObject *names = PyTuple_New(1 + nkw);
+    PyObject *task = NULL;
+    if (names != NULL) {
+        PyTuple_SET_ITEM(names, 0, Py_NewRef(s_loop_kw));
+        for (Py_ssize_t i = 0; i < nkw; i++)
+            PyTuple_SET_ITEM(names, 1 + i, Py_NewRef(PyTuple_GET_ITEM(kwnames, i)));
+        task = PyObject_Vectorcall(task_type, a, 1, names);
+        Py_DECREF(names);
+    }
+    Py_DECREF(task_type);
+    return task;
+}
+
 static PyMethodDef loop_methods[] = {
     {"_run_once", (PyCFunction)loop_run_once, METH_NOARGS,
      "One iteration of the event loop (base_events._run_once)."},
     {"call_soon", (PyCFunction)(void (*)(void))loop_call_soon,
      METH_FASTCALL | METH_KEYWORDS,
      "Arrange for a callback to be called as soon as possible."},
+    {"call_at", (PyCFunction)(void (*)(void))loop_call_at, METH_FASTCALL | METH_KEYWORDS,
+     "Like call_later(), but uses an absolute time."},
+    {"call_later", (PyCFunction)(void (*)(void))loop_call_later,
+     METH_FASTCALL | METH_KEYWORDS,
+     "Arrange for a callback to be called at a given time."},
+    {"create_task", (PyCFunction)(void (*)(void))loop_create_task,
+     METH_FASTCALL | METH_KEYWORDS, "Schedule a coroutine object."},
+    {"create_future", loop_create_future, METH_NOARGS,
+     "Create a Future object attached to the loop."},
+    {"time", loop_time_method, METH_NOARGS, "Return the time according to the event loop's clock."},
+    {"get_debug", loop_get_debug, METH_NOARGS, "Return the loop's debug flag."},
+    {"_timer_handle_cancelled", loop_timer_handle_cancelled, METH_O,
+     "Notification that a TimerHandle has been cancelled."},
     {NULL, NULL, 0, NULL},
 };
 
 #define LOOP_MEMBER(f) {"_" #f, T_OBJECT_EX, offsetof(LoopObject, f), 0, NULL},
 static PyMemberDef loop_members[] = {
     LOOP_FIELDS(LOOP_MEMBER)
+    {"_timer_cancelled_count", T_PYSSIZET, offsetof(LoopObject, timer_cancelled_count), 0, NULL},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -1101,6 +1362,48 @@ speedups_setup_loop(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* setup_timers((TimerHandle._scheduled, TimerHandle._when), heappush,
+ *              asyncio.tasks): what call_at/call_later/create_task need
+ * (loop.py calls it when TimerHandle's __slots__ are the known ones; without
+ * it those take the Python paths). */
+static PyObject *
+speedups_setup_timers(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)mod;
+    if (nargs != 4 || !PyTuple_Check(args[0]) || PyTuple_GET_SIZE(args[0]) != 2
+        || !PyCallable_Check(args[1]) || !PyModule_Check(args[2]) || !PyModule_Check(args[3])
+        || timer_type == NULL) {
+        PyErr_SetString(PyExc_TypeError, "setup_timers((TimerHandle._scheduled, "
+                        "TimerHandle._when), heappush, asyncio.tasks, asyncio.futures), "
+                        "after setup_loop");
+        return NULL;
+    }
+    Py_ssize_t off[2];
+    for (int f = 0; f < 2; f++) {
+        PyObject *d = PyTuple_GET_ITEM(args[0], f);
+        if (!Py_IS_TYPE(d, &PyMemberDescr_Type)
+            || ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX
+            || ((PyMemberDescrObject *)d)->d_member->flags != 0
+            || ((PyMemberDescrObject *)d)->d_common.d_type != timer_type) {
+            PyErr_SetString(PyExc_TypeError,
+                            "setup_timers: fields must be TimerHandle's writable __slots__");
+            return NULL;
+        }
+        off[f] = ((PyMemberDescrObject *)d)->d_member->offset;
+    }
+    PyObject *d = PyModule_GetDict(args[2]), *fd = PyModule_GetDict(args[3]);
+    if (d == NULL || fd == NULL)
+        return NULL;
+    timer_off_scheduled = off[0];
+    timer_off_when = off[1];
+    Py_XSETREF(heappush, Py_NewRef(args[1]));
+    Py_XSETREF(tasks_dict, Py_NewRef(d));
+    Py_XSETREF(futures_dict, Py_NewRef(fd));
+    if (loop_kwnames == NULL && (loop_kwnames = PyTuple_Pack(1, s_loop_kw)) == NULL)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 /* -- module --------------------------------------------------------------- */
 
 /* set_native(addresses of np_conn_write, np_reactor_poll, np_record_take,
@@ -1142,6 +1445,9 @@ static PyMethodDef speedups_methods[] = {
     {"setup_loop", (PyCFunction)(void (*)(void))speedups_setup_loop, METH_FASTCALL,
      "setup_loop(Handle, TimerHandle, InlineSelector, callback_failed, heappop, "
      "max_select_timeout, handle_fields)"},
+    {"setup_timers", (PyCFunction)(void (*)(void))speedups_setup_timers, METH_FASTCALL,
+     "setup_timers((TimerHandle._scheduled, TimerHandle._when), heappush, asyncio.tasks, "
+     "asyncio.futures)"},
     {"record_size", speedups_record_size, METH_NOARGS,
      "sizeof(np_record) as this module was compiled"},
     {NULL, NULL, 0, NULL},
@@ -1168,7 +1474,13 @@ PyInit__speedups(void)
         || intern(&s_protocol, "_protocol") || intern(&s_data_received, "data_received")
         || intern(&s_fatal_error, "_fatal_error") || intern(&s_cancelled, "_cancelled")
         || intern(&s_run, "_run") || intern(&s_popleft, "popleft")
-        || intern(&s_appendleft, "appendleft")
+        || intern(&s_appendleft, "appendleft") || intern(&s_task, "Task")
+        || intern(&s_loop_kw, "loop") || intern(&s_name_kw, "name")
+        || intern(&s_call_at_slow, "_call_at_slow")
+        || intern(&s_call_later_slow, "_call_later_slow")
+        || intern(&s_create_task_slow, "_create_task_slow")
+        || intern(&s_scheduled, "_scheduled") || intern(&s_future, "Future")
+        || intern(&s_create_future_slow, "_create_future_slow")
         || intern(&s_dr_failed, "Fatal error: protocol.data_received() call failed.")
         || intern(&s_selector, "_selector") || intern(&s_process_events, "_process_events")
         || intern(&s_select, "select") || intern(&s_append, "append")
