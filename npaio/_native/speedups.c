@@ -63,7 +63,7 @@ static reactor_poll_fn reactor_poll;
 static record_take_fn record_take;
 static reactor_kick_fn reactor_kick;
 
-static PyObject *s_wconn, *s_write_slow, *s_write_done, *s_direct, *s_protocol,
+static PyObject *s_closing, *s_wconn, *s_write_slow, *s_write_done, *s_direct, *s_protocol,
     *s_data_received, *s_fatal_error, *s_cancelled, *s_run, *s_popleft, *s_dr_failed,
     *s_selector, *s_process_events, *s_select, *s_append, *s_appendleft, *s_time, *s_when,
     *s_run_once_slow, *s_call_soon_slow, *s_prune_timers, *s_context_kw,
@@ -208,9 +208,20 @@ transport_write(PyObject *self, PyObject *data)
     return PyObject_CallMethodOneArg(self, s_write_slow, data);
 }
 
+/* TransportBase.is_closing(): `return self._closing` without a Python
+ * frame (StreamWriter.drain() asks once per write). */
+static PyObject *
+transport_is_closing(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    return PyObject_GetAttr(self, s_closing);
+}
+
 static PyMethodDef transport_methods[] = {
     {"write", (PyCFunction)transport_write, METH_O,
      "Write bytes: sent at once if the socket takes them, else queued."},
+    {"is_closing", transport_is_closing, METH_NOARGS,
+     "Return True if the transport is closing or closed."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1474,7 +1485,7 @@ PyInit__speedups(void)
         || intern(&s_protocol, "_protocol") || intern(&s_data_received, "data_received")
         || intern(&s_fatal_error, "_fatal_error") || intern(&s_cancelled, "_cancelled")
         || intern(&s_run, "_run") || intern(&s_popleft, "popleft")
-        || intern(&s_appendleft, "appendleft") || intern(&s_task, "Task")
+        || intern(&s_appendleft, "appendleft") || intern(&s_closing, "_closing") || intern(&s_task, "Task")
         || intern(&s_loop_kw, "loop") || intern(&s_name_kw, "name")
         || intern(&s_call_at_slow, "_call_at_slow")
         || intern(&s_call_later_slow, "_call_later_slow")
