@@ -54,7 +54,7 @@ _MAX_POLLERS = 256
 _DEFAULT_POLLERS = 0
 
 # Default spin_us: inline mode polls up to 50 us before it sleeps
-# (poller_epoll.c spin_wait, benchmarks/ATTEMPTS.md 38). 1-connection
+# (poller_epoll.c spin_wait, benchmarks/ATTEMPTS.md 39). 1-connection
 # ping-pong, 64 B: 57 -> 20 us round trips, 26 -> 21 us of CPU per request
 # (sleeping and waking cost more than polling on this VM); 20 us was as
 # good, 10 us too short to catch the next request. It backs off when spins

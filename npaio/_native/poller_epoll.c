@@ -330,16 +330,12 @@ int np_poller_watch_selector(np_poller *p, int fd)
     return epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? errno : 0;
 }
 
-/* One round: free what the loop released, wait up to `timeout` ms, handle
- * the batch; *sel_ready (if given) is set when the selector mark fired. Run
- * by the poller thread, or by the loop thread itself in inline mode
- * (pollers=0). */
 /* Inline mode, before a wait that would sleep: poll without sleeping for up
  * to reactor->spin_us. Returns epoll_wait's result, or -2 when nothing came
  * (the caller then sleeps as it would have).
  *
  * Why: on this 2-core VM a sleep and its wake-up cost more than the request
- * itself. Ping-pong (1 connection, 64 B; benchmarks/ATTEMPTS.md 38): the
+ * itself. Ping-pong (1 connection, 64 B; benchmarks/ATTEMPTS.md 39): the
  * server spent 26 us of CPU per request, most of it in the kernel putting
  * the thread to sleep and waking it, and a round trip took 57 us. Polling
  * for up to 50 us while the next request is on its way: 20 us round trips
@@ -349,7 +345,9 @@ int np_poller_watch_selector(np_poller *p, int fd)
  * that found nothing, the next 2^k - 1 waits (k spins in a row that found
  * nothing, at most 63) sleep at once. An idle loop spins once and sleeps;
  * traffic that arrives just too slowly costs under 1 us per wait. It yields
- * between polls, so a peer sharing the core still runs. */
+ * between polls, so a peer sharing the core still runs. A timer due during
+ * a spin that found nothing fires up to spin_us late (a blocking wait still
+ * follows, with the whole timeout). */
 static int spin_wait(np_poller *p, struct epoll_event *evs)
 {
     if (p->spin_skip > 0) {
@@ -380,6 +378,10 @@ static int spin_wait(np_poller *p, struct epoll_event *evs)
     return -2;
 }
 
+/* One round: free what the loop released, wait up to `timeout` ms, handle
+ * the batch; *sel_ready (if given) is set when the selector mark fired. Run
+ * by the poller thread, or by the loop thread itself in inline mode
+ * (pollers=0). */
 int np_poller_run_inline(np_poller *p, int timeout, int *sel_ready)
 {
     struct epoll_event evs[NP_EVENTS];
