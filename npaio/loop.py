@@ -106,29 +106,29 @@ def _env_int(name):
         raise ValueError(f'{name} must be an integer >= 0, got {env!r}') from None
 
 
+def _int_option(value, name, env, default, maximum, zero):
+    """An int option: the argument, else the environment variable `env`,
+    else `default`; between 0 (which means `zero`) and `maximum`."""
+    if value is None:
+        value = _env_int(env)
+        if value is None:
+            value = default
+    elif isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f'{name} must be an int, not {type(value).__name__}')
+    if not 0 <= value <= maximum:
+        raise ValueError(f'{name} must be between 0 ({zero}) and {maximum}, '
+                         f'got {value}')
+    return value
+
+
 def _check_spin(spin_us):
-    if spin_us is None:
-        spin_us = _env_int('NPAIO_SPIN_US')
-        if spin_us is None:
-            spin_us = _DEFAULT_SPIN_US
-    elif isinstance(spin_us, bool) or not isinstance(spin_us, int):
-        raise TypeError(f'spin_us must be an int, not {type(spin_us).__name__}')
-    if not 0 <= spin_us <= _MAX_SPIN_US:
-        raise ValueError(f'spin_us must be between 0 (never) and {_MAX_SPIN_US}, '
-                         f'got {spin_us}')
-    return spin_us
+    return _int_option(spin_us, 'spin_us', 'NPAIO_SPIN_US', _DEFAULT_SPIN_US,
+                       _MAX_SPIN_US, 'never')
 
 
 def _check_options(pollers, load_balance):
-    if pollers is None:
-        pollers = _env_int('NPAIO_POLLERS')
-        if pollers is None:
-            pollers = _DEFAULT_POLLERS
-    elif isinstance(pollers, bool) or not isinstance(pollers, int):
-        raise TypeError(f'pollers must be an int, not {type(pollers).__name__}')
-    if not 0 <= pollers <= _MAX_POLLERS:
-        raise ValueError(f'pollers must be between 0 (inline) and {_MAX_POLLERS}, '
-                         f'got {pollers}')
+    pollers = _int_option(pollers, 'pollers', 'NPAIO_POLLERS', _DEFAULT_POLLERS,
+                          _MAX_POLLERS, 'inline')
     if load_balance is None:
         load_balance = os.environ.get('NPAIO_LOAD_BALANCE', '').strip() or 'round_robin'
     elif not isinstance(load_balance, str):

@@ -1077,9 +1077,11 @@ timer_fast(LoopObject *lo, PyObject *const *args, Py_ssize_t nargs, PyObject *kw
     return slow < 0 ? -1 : !slow;
 }
 
-/* LoopBase.call_at(when, callback, *args, context=None). */
+/* LoopBase.call_at(when, callback, *args, context=None), and with `later`
+ * call_later(delay, callback, *args, context=None): call_at(self.time() +
+ * delay, ...). */
 static PyObject *
-loop_call_at(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+call_timer(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames, int later)
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     PyObject *context;
@@ -1087,32 +1089,31 @@ loop_call_at(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwn
     if (fast < 0)
         return NULL;
     if (!fast)
-        return call_slow(self, s_call_at_slow, args, nargs, kwnames);
-    return push_timer((LoopObject *)self, args[0], args[1], args + 2, nargs - 2, context);
-}
-
-/* LoopBase.call_later(delay, callback, *args, context=None): call_at(
- * self.time() + delay, ...). */
-static PyObject *
-loop_call_later(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
-{
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    PyObject *context;
-    int fast = timer_fast((LoopObject *)self, args, nargs, kwnames, &context);
-    if (fast < 0)
-        return NULL;
-    if (!fast)
-        return call_slow(self, s_call_later_slow, args, nargs, kwnames);
-    PyObject *now = PyObject_CallMethodNoArgs(self, s_time);
-    if (now == NULL)
-        return NULL;
-    PyObject *when = PyNumber_Add(now, args[0]);
-    Py_DECREF(now);
-    if (when == NULL)
-        return NULL;
+        return call_slow(self, later ? s_call_later_slow : s_call_at_slow, args, nargs,
+                         kwnames);
+    PyObject *when = Py_NewRef(args[0]);
+    if (later) {
+        PyObject *now = PyObject_CallMethodNoArgs(self, s_time);
+        Py_SETREF(when, now ? PyNumber_Add(now, when) : NULL);
+        Py_XDECREF(now);
+        if (when == NULL)
+            return NULL;
+    }
     PyObject *t = push_timer((LoopObject *)self, when, args[1], args + 2, nargs - 2, context);
     Py_DECREF(when);
     return t;
+}
+
+static PyObject *
+loop_call_at(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    return call_timer(self, args, nargsf, kwnames, 0);
+}
+
+static PyObject *
+loop_call_later(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    return call_timer(self, args, nargsf, kwnames, 1);
 }
 
 /* LoopBase.create_future(): futures.Future(loop=self), as base_events
