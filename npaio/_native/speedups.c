@@ -1116,6 +1116,17 @@ loop_call_later(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *
     return call_timer(self, args, nargsf, kwnames, 1);
 }
 
+/* A module's global `name` (its dict), new reference; AttributeError if
+ * it is gone. */
+static PyObject *
+module_attr(PyObject *dict, PyObject *name)
+{
+    PyObject *v = PyDict_GetItemWithError(dict, name);
+    if (v == NULL && !PyErr_Occurred())
+        PyErr_Format(PyExc_AttributeError, "asyncio module has no attribute %R", name);
+    return Py_XNewRef(v);
+}
+
 /* LoopBase.create_future(): futures.Future(loop=self), as base_events
  * (Future looked up in asyncio.futures each time). Streams make one per
  * read that waits. */
@@ -1125,13 +1136,9 @@ loop_create_future(PyObject *self, PyObject *unused)
     (void)unused;
     if (futures_dict == NULL || loop_kwnames == NULL)
         return PyObject_CallMethodNoArgs(self, s_create_future_slow);
-    PyObject *fut_type = PyDict_GetItemWithError(futures_dict, s_future);
-    if (fut_type == NULL) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_AttributeError, "asyncio.futures.Future");
+    PyObject *fut_type = module_attr(futures_dict, s_future);
+    if (fut_type == NULL)
         return NULL;
-    }
-    Py_INCREF(fut_type);
     PyObject *a[1] = {self};
     PyObject *fut = PyObject_Vectorcall(fut_type, a, 0, loop_kwnames);
     Py_DECREF(fut_type);
@@ -1163,13 +1170,9 @@ loop_create_task(PyObject *self, PyObject *const *args, size_t nargsf, PyObject 
         return NULL;
     if (slow)
         return call_slow(self, s_create_task_slow, args, nargs, kwnames);
-    PyObject *task_type = PyDict_GetItemWithError(tasks_dict, s_task);
-    if (task_type == NULL) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_AttributeError, "asyncio.tasks.Task");
+    PyObject *task_type = module_attr(tasks_dict, s_task);
+    if (task_type == NULL)
         return NULL;
-    }
-    Py_INCREF(task_type);
     PyObject *a[4] = {args[0], self, nkw > 0 ? args[1] : NULL, nkw > 1 ? args[2] : NULL};
     PyObject *names = PyTuple_New(1 + nkw);
     PyObject *task = NULL;
