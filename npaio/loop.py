@@ -238,13 +238,14 @@ if _FAST_HANDLE:
 class Loop(_speedups.LoopBase, asyncio.SelectorEventLoop):
     """An asyncio event loop whose stream sockets run on native poller threads.
 
-    Options: ``pollers`` (int >= 0; 0 runs the reactor inline on the loop
-    thread, no poller threads; default: env NPAIO_POLLERS, else 0) and
-    ``load_balance`` ('round_robin', 'random' or 'least_connections'; default:
-    env NPAIO_LOAD_BALANCE, else round_robin) and ``spin_us`` (int >= 0:
-    in inline mode, how long the loop polls for I/O before it sleeps, backing
-    off while polls find nothing; 0 never; default: env NPAIO_SPIN_US, else
-    50).
+    Options:
+    - ``pollers`` (int >= 0; 0 runs the reactor inline on the loop thread,
+      no poller threads; default: env NPAIO_POLLERS, else 0);
+    - ``load_balance`` ('round_robin', 'random' or 'least_connections';
+      default: env NPAIO_LOAD_BALANCE, else round_robin);
+    - ``spin_us`` (int >= 0: in inline mode, how long the loop polls for I/O
+      before it sleeps, backing off while polls find nothing; 0 never;
+      default: env NPAIO_SPIN_US, else 50).
     """
 
     # LoopBase (speedups.c) holds _ready, _scheduled, _stopping, _debug,
