@@ -128,6 +128,15 @@ def child_main(a):
 
     faulthandler.enable(file=sys.stderr, all_threads=True)
 
+    # Started from a shell's background job, Python inherits SIGINT ignored.
+    # asyncio.Runner then installs no SIGINT handler and _thread.interrupt_main
+    # does nothing, so test_runners' interrupt tests wait forever (on a mock
+    # loop that never sleeps, whose call records grow by gigabytes). The
+    # tests assume Python's default handler.
+    import signal
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
     import asyncio
     import asyncio.base_events
     import asyncio.selector_events
