@@ -389,7 +389,9 @@ int np_poller_run_inline(np_poller *p, int timeout, int *sel_ready)
     process_lists(p);
     wake_loop_if_owed(p);           /* the last batch's, and the lists' */
     if (!threaded && atomic_load_explicit(&p->reactor->qcount, memory_order_relaxed) > 0)
-        timeout = 0;    /* inline: the writes just sent posted (DRAINED, CLOSED) */
+        timeout = 0;    /* inline: only this thread queues, so no sleep handshake:
+                         * just do not block while completions wait (also
+                         * those the writes just sent posted: DRAINED, CLOSED) */
     if (threaded && timeout) {
         atomic_store(&p->sleeping, 1);
         if (lists_pending(p)) {

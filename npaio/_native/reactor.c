@@ -460,10 +460,6 @@ int np_reactor_watch_selector(np_reactor *r, int fd)
 int np_reactor_poll(np_reactor *r, np_pollbuf *pb, int timeout)
 {
     int sel_ready = 0;
-    /* Only the loop thread queues in inline mode: no sleep handshake, just
-     * do not block while completions wait. */
-    if (atomic_load_explicit(&r->qcount, memory_order_relaxed) > 0)
-        timeout = 0;
     np_poller_run_inline(&r->pollers[0], timeout, &sel_ready);
     return drain_queue(r, pb->recs, pb->maxrecs, pb->arena, pb->arena_cap,
                        pb->conns) * 2 + sel_ready;

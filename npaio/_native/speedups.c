@@ -825,18 +825,19 @@ loop_run_once(PyObject *self, PyObject *unused)
             nready = PyObject_Length(ready);
             if (nready < 0)
                 goto done;
-            Py_INCREF(dh);
-            PyObject *r = nready == 0 ? NULL
-                : PyObject_CallMethodOneArg(ready, s_appendleft, dh);
-            int rc = nready == 0 ? run_plain_handle(dh, callback_failed) : r ? 0 : -1;
-            Py_XDECREF(r);
-            Py_DECREF(dh);
-            if (rc < 0)
-                goto done;
             if (nready == 0) {
-                res = Py_NewRef(Py_None);
+                Py_INCREF(dh);
+                int rc = run_plain_handle(dh, callback_failed);
+                Py_DECREF(dh);
+                if (rc == 0)
+                    res = Py_NewRef(Py_None);
                 goto done;
             }
+            /* Timers are due: the dispatch goes before them. */
+            PyObject *r = PyObject_CallMethodOneArg(ready, s_appendleft, dh);
+            if (r == NULL)
+                goto done;
+            Py_DECREF(r);
             goto run;
         }
         PyObject *r = PyObject_CallMethodOneArg(ready, s_append, dh);
@@ -896,6 +897,13 @@ debug_or_closed(LoopObject *lo)
     return t;
 }
 
+/* A vectorcall keyword (always a str) is `name`. */
+static int
+kw_is(PyObject *kw, PyObject *name)
+{
+    return kw == name || PyUnicode_Compare(kw, name) == 0;
+}
+
 /* The only keyword the fast paths take: context= (_asyncio's futures pass
  * it). Sets *context (borrowed; Py_None if absent); 0 if kwnames has
  * anything else. */
@@ -905,13 +913,10 @@ context_kw(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, PyObject 
     *context = Py_None;
     if (kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0)
         return 1;
-    PyObject *kw = PyTuple_GET_ITEM(kwnames, 0);
-    if (PyTuple_GET_SIZE(kwnames) == 1
-        && (kw == s_context_kw || PyUnicode_Compare(kw, s_context_kw) == 0)) {
+    if (PyTuple_GET_SIZE(kwnames) == 1 && kw_is(PyTuple_GET_ITEM(kwnames, 0), s_context_kw)) {
         *context = args[nargs];
         return 1;
     }
-    PyErr_Clear();                  /* PyUnicode_Compare on a non-str */
     return 0;
 }
 
@@ -1155,16 +1160,15 @@ loop_create_task(PyObject *self, PyObject *const *args, size_t nargsf, PyObject 
     LoopObject *lo = (LoopObject *)self;
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    int slow = tasks_dict == NULL || nargs != 1 || nkw > 2 || lo->task_factory != Py_None;
+    int slow = tasks_dict == NULL || loop_kwnames == NULL || nargs != 1 || nkw > 2
+        || lo->task_factory != Py_None;
     for (Py_ssize_t i = 0; !slow && i < nkw; i++) {
         PyObject *kw = PyTuple_GET_ITEM(kwnames, i);
-        int name = PyUnicode_Check(kw) && PyUnicode_Compare(kw, s_name_kw) == 0;
 #if PY_VERSION_HEX >= 0x030B0000
-        int ctx = PyUnicode_Check(kw) && PyUnicode_Compare(kw, s_context_kw) == 0;
+        slow = !kw_is(kw, s_name_kw) && !kw_is(kw, s_context_kw);
 #else
-        int ctx = 0;                /* 3.10's create_task has no context */
+        slow = !kw_is(kw, s_name_kw);   /* 3.10's create_task has no context */
 #endif
-        slow = !name && !ctx;
     }
     if (!slow && (slow = debug_or_closed(lo)) < 0)
         return NULL;
@@ -1174,12 +1178,15 @@ loop_create_task(PyObject *self, PyObject *const *args, size_t nargsf, PyObject 
     if (task_type == NULL)
         return NULL;
     PyObject *a[4] = {args[0], self, nkw > 0 ? args[1] : NULL, nkw > 1 ? args[2] : NULL};
-    PyObject *names = PyTuple_New(1 + nkw);
+    /* ("loop",) plus the caller's keywords (none: the common case) */
+    PyObject *names = nkw ? PyTuple_New(1 + nkw) : Py_NewRef(loop_kwnames);
     PyObject *task = NULL;
     if (names != NULL) {
-        PyTuple_SET_ITEM(names, 0, Py_NewRef(s_loop_kw));
-        for (Py_ssize_t i = 0; i < nkw; i++)
-            PyTuple_SET_ITEM(names, 1 + i, Py_NewRef(PyTuple_GET_ITEM(kwnames, i)));
+        if (nkw) {
+            PyTuple_SET_ITEM(names, 0, Py_NewRef(s_loop_kw));
+            for (Py_ssize_t i = 0; i < nkw; i++)
+                PyTuple_SET_ITEM(names, 1 + i, Py_NewRef(PyTuple_GET_ITEM(kwnames, i)));
+        }
         task = PyObject_Vectorcall(task_type, a, 1, names);
         Py_DECREF(names);
     }
