@@ -15,6 +15,9 @@ regime as the pinned throughput benchmark, where the server is the
 bottleneck). ``--annotate`` prints callgrind_annotate's top functions of the
 N2 run (inclusive of startup: read the per-request columns, not the top).
 
+npaio runs with NPAIO_SPIN_US=0 unless the environment sets it: the spin
+is timed, so it would make the count depend on the machine's speed.
+
 Also prints syscalls per request from ``strace -c -f`` when --strace is given.
 """
 import argparse
@@ -38,7 +41,11 @@ def _server_cmd(loop, server, port, extra):
 
 
 def _run_once(wrapper, loop, server, port, a, n, extra=()):
+    # No spin: polling for a fixed time before sleeping makes the count
+    # depend on timing (ping-pong: 4,667 instructions without, 4,742-4,885
+    # with), and under valgrind the server is the slow side anyway.
     env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=ROOT)
+    env.setdefault("NPAIO_SPIN_US", "0")
     p = subprocess.Popen(wrapper + _server_cmd(loop, server, port, list(extra)),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env=env)
