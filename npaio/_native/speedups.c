@@ -62,6 +62,7 @@
 #include <time.h>
 
 #include "np.h"
+#include "stream_feed.h"
 
 typedef int64_t (*conn_write_fn)(np_conn *, const char *, size_t);
 typedef int (*reactor_poll_fn)(np_reactor *, np_pollbuf *, int);
@@ -349,6 +350,11 @@ deliver_direct(PyObject *tr, const char *data, Py_ssize_t len, PyObject *have)
         int rc = deliver_buffered(tr, proto, data, len);
         Py_DECREF(proto);
         return rc;
+    }
+    int fed = np_stream_feed(proto, data, len);       /* asyncio's streams */
+    if (fed != 0) {
+        Py_DECREF(proto);
+        return fed > 0 ? 1 : protocol_failed(tr, s_dr_failed);
     }
     PyObject *bytes = have ? Py_NewRef(have) : PyBytes_FromStringAndSize(data, len);
     if (bytes == NULL) {
@@ -1390,6 +1396,8 @@ speedups_setup_loop(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
         deque_type = (PyTypeObject *)dq;
         deque_popleft = pl;
     }
+    if (np_stream_setup() < 0)
+        return NULL;
     Py_RETURN_NONE;
 }
 
@@ -1462,6 +1470,14 @@ speedups_set_native(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyObject *
+speedups_stream_feeds(PyObject *mod, PyObject *unused)
+{
+    (void)mod;
+    (void)unused;
+    return PyLong_FromUnsignedLongLong(np_stream_feeds);
+}
+
+static PyObject *
 speedups_record_size(PyObject *mod, PyObject *unused)
 {
     (void)mod;
@@ -1479,6 +1495,8 @@ static PyMethodDef speedups_methods[] = {
     {"setup_timers", (PyCFunction)(void (*)(void))speedups_setup_timers, METH_FASTCALL,
      "setup_timers((TimerHandle._scheduled, TimerHandle._when), heappush, asyncio.tasks, "
      "asyncio.futures)"},
+    {"stream_feeds", speedups_stream_feeds, METH_NOARGS,
+     "reads handed to asyncio's StreamReader by stream_feed.c so far"},
     {"record_size", speedups_record_size, METH_NOARGS,
      "sizeof(np_record) as this module was compiled"},
     {NULL, NULL, 0, NULL},
