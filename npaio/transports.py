@@ -182,12 +182,14 @@ class _NativeSocketTransport(TransportBase, transports._FlowControlMixin,
         # protocol.data_received (one Python frame per record instead of
         # four) while this holds; otherwise it calls _on_data. Recomputed
         # wherever one of its terms changes.
-        # 1: asyncio.Protocol, 2: BufferedProtocol (speedups.c's
-        # deliver_direct); 0/False: dispatch calls _on_data.
-        if self._paused or self._closing or self._held:
+        # (1, protocol): an asyncio.Protocol, (2, protocol): a
+        # BufferedProtocol (speedups.c's deliver_direct: one attribute
+        # read per record); 0/False: dispatch calls _on_data.
+        mode = _DIRECT_MODES.get(self._read_mode, 0)
+        if self._paused or self._closing or self._held or not mode:
             self._direct = 0
         else:
-            self._direct = _DIRECT_MODES.get(self._read_mode, 0)
+            self._direct = (mode, self._protocol)
 
     def _set_nocopy(self, on):
         """Read the connection's input LinkBuffer in Python (no arena copy)."""

@@ -9,7 +9,8 @@
  *     release/re-take;
  *   - ReactorBase.dispatch(): completion records to
  *     protocol.data_received(bytes), or a BufferedProtocol's
- *     get_buffer/buffer_updated;
+ *     get_buffer/buffer_updated, or for asyncio's own streams straight into
+ *     the StreamReader (stream_feed.c);
  *   - LoopBase._run_once(): base_events' loop iteration (in inline mode one
  *     np_reactor_poll() call, GIL released while it waits), running the
  *     ready asyncio Handles' bodies (Handle._run) itself;
@@ -33,10 +34,12 @@
  * C fields (LoopBase, ReactorBase: member descriptors, which asyncio's Python
  * code reads and writes as before) and Handle slots are used at their
  * offsets. Transports cannot have a C layout (asyncio's transport classes
- * have __slots__), so write() and dispatch pay 1-3 lookups per call. Most
- * of a lookup's ~170 instructions is the probe of the instance's key
- * table: reading the instance __dict__ directly saved 33 of 4,232
- * instructions per 1 KiB echo request (tried at stop 10, not kept).
+ * have __slots__), so write() and dispatch pay one lookup per call
+ * (`_wconn`; `_direct`, which holds the read mode and the protocol
+ * together). Most of a lookup's ~170 instructions is the probe of the
+ * instance's key table: reading the instance __dict__ directly saved 33
+ * of 4,232 instructions per 1 KiB echo request (tried at stop 10, not
+ * kept). Merging `_protocol` into `_direct` saved 146 (stop 11).
  *
  * Threads: the loop thread only, with the GIL held. Unlike the C core it
  * touches Python objects; no poller thread ever calls it. np_conn_write() is
@@ -73,7 +76,7 @@ static reactor_poll_fn reactor_poll;
 static record_take_fn record_take;
 static reactor_kick_fn reactor_kick;
 
-static PyObject *s_closing, *s_wconn, *s_write_slow, *s_write_done, *s_direct, *s_protocol,
+static PyObject *s_closing, *s_wconn, *s_write_slow, *s_write_done, *s_direct,
     *s_data_received, *s_fatal_error, *s_cancelled, *s_run, *s_popleft, *s_dr_failed,
     *s_selector, *s_process_events, *s_select, *s_append, *s_appendleft, *s_time, *s_when,
     *s_run_once_slow, *s_call_soon_slow, *s_prune_timers, *s_context_kw,
@@ -81,6 +84,19 @@ static PyObject *s_closing, *s_wconn, *s_write_slow, *s_write_done, *s_direct, *
 
 /* Set once by setup_loop(): asyncio's classes and helpers the loop uses. */
 static PyTypeObject *handle_type, *timer_type, *inline_selector_type, *reactor_selector_type;
+/* The read mode in a `_direct` tuple (transports._DIRECT_MODES): 1 an
+ * asyncio.Protocol, 2 a BufferedProtocol; 0 for anything else. */
+static long
+direct_mode(PyObject *d)
+{
+    if (!PyTuple_CheckExact(d) || PyTuple_GET_SIZE(d) != 2
+        || !PyLong_CheckExact(PyTuple_GET_ITEM(d, 0)))
+        return 0;
+    long mode = PyLong_AsLong(PyTuple_GET_ITEM(d, 0));
+    PyErr_Clear();
+    return mode == 1 || mode == 2 ? mode : 0;
+}
+
 static PyObject *callback_failed, *heappop, *max_select_timeout, *dispatch_record;
 static PyTypeObject *deque_type;        /* collections.deque */
 static PyObject *deque_popleft;         /* its popleft method descriptor */
@@ -304,13 +320,11 @@ deliver_buffered(PyObject *tr, PyObject *proto, const char *data, Py_ssize_t len
         Py_DECREF(res);
         if (off < len) {
             PyObject *d = PyObject_GetAttr(tr, s_direct);
-            PyObject *p = d ? PyObject_GetAttr(tr, s_protocol) : NULL;
-            long direct = p ? PyLong_AsLong(d) : -1;
-            Py_XDECREF(d);
-            Py_XDECREF(p);
-            if (direct == -1 && PyErr_Occurred())
+            if (d == NULL)
                 return -1;
-            if (direct != 2 || p != proto) {
+            int same = direct_mode(d) == 2 && PyTuple_GET_ITEM(d, 1) == proto;
+            Py_DECREF(d);
+            if (!same) {
                 PyObject *rest = PyBytes_FromStringAndSize(data + off, len - off);
                 if (rest == NULL)
                     return -1;
@@ -327,9 +341,10 @@ deliver_buffered(PyObject *tr, PyObject *proto, const char *data, Py_ssize_t len
 }
 
 /* The common record (data, no EOF/close/drain) for a transport whose
- * `_direct` holds: 1, an asyncio.Protocol (data_received(bytes), with
- * _data_received's error handling); 2, a BufferedProtocol. `have`: the data
- * as a bytes object already (an in-place record), else NULL.
+ * `_direct` holds (1, protocol): an asyncio.Protocol (data_received(bytes),
+ * with _data_received's error handling); (2, protocol): a BufferedProtocol.
+ * (One attribute for both: a lookup costs ~150 instructions.) `have`: the
+ * data as a bytes object already (an in-place record), else NULL.
  * Returns 1 done, 0 not direct (caller takes the slow path), -1 error. */
 static int
 deliver_direct(PyObject *tr, const char *data, Py_ssize_t len, PyObject *have)
@@ -337,16 +352,14 @@ deliver_direct(PyObject *tr, const char *data, Py_ssize_t len, PyObject *have)
     PyObject *d = PyObject_GetAttr(tr, s_direct);
     if (d == NULL)
         return -1;
-    long direct = PyLong_AsLong(d);        /* bool or int */
-    Py_DECREF(d);
-    if (direct == -1 && PyErr_Occurred())
-        return -1;
-    if (direct != 1 && direct != 2)
+    long mode = direct_mode(d);
+    if (mode == 0) {
+        Py_DECREF(d);
         return 0;
-    PyObject *proto = PyObject_GetAttr(tr, s_protocol);
-    if (proto == NULL)
-        return -1;
-    if (direct == 2) {
+    }
+    PyObject *proto = Py_NewRef(PyTuple_GET_ITEM(d, 1));
+    Py_DECREF(d);
+    if (mode == 2) {
         int rc = deliver_buffered(tr, proto, data, len);
         Py_DECREF(proto);
         return rc;
@@ -1520,7 +1533,7 @@ PyInit__speedups(void)
 {
     if (intern(&s_wconn, "_wconn") || intern(&s_write_slow, "_write_slow")
         || intern(&s_write_done, "_write_done") || intern(&s_direct, "_direct")
-        || intern(&s_protocol, "_protocol") || intern(&s_data_received, "data_received")
+        || intern(&s_data_received, "data_received")
         || intern(&s_fatal_error, "_fatal_error") || intern(&s_cancelled, "_cancelled")
         || intern(&s_run, "_run") || intern(&s_popleft, "popleft")
         || intern(&s_appendleft, "appendleft") || intern(&s_closing, "_closing") || intern(&s_task, "Task")

@@ -170,45 +170,51 @@ fast_reader(PyObject *proto)
 }
 
 /* feed_data's tail: pause the transport once the buffer holds more than
- * twice the limit. 0, or -1 with an exception (as feed_data raises it). */
+ * twice the limit. Python tests `_transport is not None and not _paused`
+ * first; with an int limit (StreamReader checks it is > 0) the length test
+ * goes first here, as these plain attribute reads have no side effects, so
+ * a read under the limit costs one lookup instead of three. 0, or -1 with
+ * an exception (as feed_data raises it). */
 static int
 maybe_pause(PyObject *reader, PyObject *buf)
 {
-    PyObject *tr = PyObject_GetAttr(reader, s_transport);
-    if (tr == NULL)
+    PyObject *limit = PyObject_GetAttr(reader, s_limit);
+    if (limit == NULL)
         return -1;
-    int go = tr != Py_None;
-    if (go) {
+    int over = -2;      /* not known yet: an odd limit */
+    if (PyLong_CheckExact(limit)) {
+        int overflow;
+        long long l = PyLong_AsLongLongAndOverflow(limit, &overflow);
+        if (!overflow && l < (1LL << 61) && l > -(1LL << 61))
+            over = (long long)PyByteArray_GET_SIZE(buf) > 2 * l;
+        else if (overflow)
+            over = overflow < 0;
+    }
+    PyErr_Clear();
+    if (over == 0) {
+        Py_DECREF(limit);
+        return 0;
+    }
+    PyObject *tr = PyObject_GetAttr(reader, s_transport);
+    int go = tr == NULL ? -1 : tr != Py_None;
+    if (go > 0) {
         PyObject *paused = PyObject_GetAttr(reader, s_paused);
         int p = paused ? PyObject_IsTrue(paused) : -1;
         Py_XDECREF(paused);
         go = p < 0 ? -1 : !p;
     }
-    if (go > 0) {
-        PyObject *limit = PyObject_GetAttr(reader, s_limit);
-        if (limit == NULL) {
-            go = -1;
-        } else {
-            Py_ssize_t n = PyByteArray_GET_SIZE(buf);
-            long long l = PyLong_CheckExact(limit) ? PyLong_AsLongLong(limit) : 0;
-            if (PyLong_CheckExact(limit) && !PyErr_Occurred() && l < (1LL << 61)
-                && l > -(1LL << 61)) {
-                go = (long long)n > 2 * l;
-            } else {           /* an odd limit: Python's arithmetic */
-                PyErr_Clear();
-                PyObject *two = PyLong_FromLong(2);
-                PyObject *twice = two ? PyNumber_Multiply(two, limit) : NULL;
-                PyObject *len = twice ? PyLong_FromSsize_t(n) : NULL;
-                go = len ? PyObject_RichCompareBool(len, twice, Py_GT) : -1;
-                Py_XDECREF(two);
-                Py_XDECREF(twice);
-                Py_XDECREF(len);
-            }
-            Py_DECREF(limit);
-        }
+    if (go > 0 && over == -2) {     /* Python's arithmetic, in its order */
+        PyObject *two = PyLong_FromLong(2);
+        PyObject *twice = two ? PyNumber_Multiply(two, limit) : NULL;
+        PyObject *len = twice ? PyLong_FromSsize_t(PyByteArray_GET_SIZE(buf)) : NULL;
+        go = len ? PyObject_RichCompareBool(len, twice, Py_GT) : -1;
+        Py_XDECREF(two);
+        Py_XDECREF(twice);
+        Py_XDECREF(len);
     }
+    Py_DECREF(limit);
     if (go <= 0) {
-        Py_DECREF(tr);
+        Py_XDECREF(tr);
         return go;
     }
     PyObject *res = PyObject_CallMethodNoArgs(tr, s_pause_reading);
