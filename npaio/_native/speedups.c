@@ -76,7 +76,7 @@ static reactor_poll_fn reactor_poll;
 static record_take_fn record_take;
 static reactor_kick_fn reactor_kick;
 
-static PyObject *s_closing, *s_wconn, *s_write_slow, *s_write_done, *s_direct,
+static PyObject *s_write_slow, *s_write_done,
     *s_data_received, *s_fatal_error, *s_cancelled, *s_run, *s_popleft, *s_dr_failed,
     *s_selector, *s_process_events, *s_select, *s_append, *s_appendleft, *s_time, *s_when,
     *s_run_once_slow, *s_call_soon_slow, *s_prune_timers, *s_context_kw,
@@ -183,6 +183,29 @@ call_in_except(PyObject *exc, PyObject *callable, PyObject *const *args, size_t 
     return res;
 }
 
+/* -- transport fields ------------------------------------------------------- */
+
+/* _NativeSocketTransport's slots _wconn, _direct and _closing: their
+ * offsets, taken by setup_transport from the member descriptors (the type
+ * keeps them alive). tr_field() reads one at its offset in an instance of
+ * that class (or a subclass), else -- or while the slot is unset -- does
+ * what Python does (getattr). New reference, or NULL with an exception. */
+enum { TR_WCONN, TR_DIRECT, TR_CLOSING, TR_NFIELDS };
+static PyTypeObject *native_tr_type;
+static Py_ssize_t tr_off[TR_NFIELDS];
+static PyObject *s_wconn, *s_direct, *s_closing;
+
+static inline PyObject *
+tr_field(PyObject *tr, int f)
+{
+    if (native_tr_type != NULL && PyObject_TypeCheck(tr, native_tr_type)) {
+        PyObject *v = *(PyObject **)((char *)tr + tr_off[f]);
+        if (v != NULL)
+            return Py_NewRef(v);
+    }
+    return PyObject_GetAttr(tr, f == TR_WCONN ? s_wconn : f == TR_DIRECT ? s_direct : s_closing);
+}
+
 /* -- TransportBase.write ---------------------------------------------------- */
 
 /* np_conn_write (inline mode: it sends, and copies what the socket did not
@@ -211,7 +234,7 @@ transport_write(PyObject *self, PyObject *data)
     int is_bytes = PyBytes_CheckExact(data);
     if (conn_write != NULL
         && (is_bytes || PyByteArray_CheckExact(data) || PyMemoryView_Check(data))) {
-        PyObject *w = PyObject_GetAttr(self, s_wconn);
+        PyObject *w = tr_field(self, TR_WCONN);
         if (w == NULL)
             return NULL;
         void *conn = PyLong_AsVoidPtr(w);
@@ -240,7 +263,7 @@ static PyObject *
 transport_is_closing(PyObject *self, PyObject *unused)
 {
     (void)unused;
-    return PyObject_GetAttr(self, s_closing);
+    return tr_field(self, TR_CLOSING);
 }
 
 static PyMethodDef transport_methods[] = {
@@ -319,7 +342,7 @@ deliver_buffered(PyObject *tr, PyObject *proto, const char *data, Py_ssize_t len
             return protocol_failed(tr, s_bu_failed);
         Py_DECREF(res);
         if (off < len) {
-            PyObject *d = PyObject_GetAttr(tr, s_direct);
+            PyObject *d = tr_field(tr, TR_DIRECT);
             if (d == NULL)
                 return -1;
             int same = direct_mode(d) == 2 && PyTuple_GET_ITEM(d, 1) == proto;
@@ -349,7 +372,7 @@ deliver_buffered(PyObject *tr, PyObject *proto, const char *data, Py_ssize_t len
 static int
 deliver_direct(PyObject *tr, const char *data, Py_ssize_t len, PyObject *have)
 {
-    PyObject *d = PyObject_GetAttr(tr, s_direct);
+    PyObject *d = tr_field(tr, TR_DIRECT);
     if (d == NULL)
         return -1;
     long mode = direct_mode(d);
@@ -1456,6 +1479,35 @@ speedups_setup_timers(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* setup_transport(_NativeSocketTransport, (its _wconn, _direct, _closing
+ * slot descriptors)): tr_field reads those slots at their offsets. */
+static PyObject *
+speedups_setup_transport(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)mod;
+    if (nargs != 2 || !PyType_Check(args[0]) || !PyTuple_Check(args[1])
+        || PyTuple_GET_SIZE(args[1]) != TR_NFIELDS) {
+        PyErr_SetString(PyExc_TypeError, "setup_transport(cls, (cls._wconn, cls._direct, "
+                        "cls._closing))");
+        return NULL;
+    }
+    for (int f = 0; f < TR_NFIELDS; f++) {
+        PyObject *d = PyTuple_GET_ITEM(args[1], f);
+        if (!Py_IS_TYPE(d, &PyMemberDescr_Type)
+            || ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX
+            || ((PyMemberDescrObject *)d)->d_member->flags != 0
+            || ((PyMemberDescrObject *)d)->d_common.d_type != (PyTypeObject *)args[0]) {
+            PyErr_SetString(PyExc_TypeError,
+                            "setup_transport: fields must be the class's writable __slots__");
+            return NULL;
+        }
+    }
+    for (int f = 0; f < TR_NFIELDS; f++)
+        tr_off[f] = ((PyMemberDescrObject *)PyTuple_GET_ITEM(args[1], f))->d_member->offset;
+    Py_XSETREF(native_tr_type, (PyTypeObject *)Py_NewRef(args[0]));
+    Py_RETURN_NONE;
+}
+
 /* -- module --------------------------------------------------------------- */
 
 /* set_native(addresses of np_conn_write, np_reactor_poll, np_record_take,
@@ -1508,6 +1560,8 @@ static PyMethodDef speedups_methods[] = {
     {"setup_timers", (PyCFunction)(void (*)(void))speedups_setup_timers, METH_FASTCALL,
      "setup_timers((TimerHandle._scheduled, TimerHandle._when), heappush, asyncio.tasks, "
      "asyncio.futures)"},
+    {"setup_transport", (PyCFunction)(void (*)(void))speedups_setup_transport, METH_FASTCALL,
+     "setup_transport(_NativeSocketTransport, (its _wconn, _direct, _closing slots))"},
     {"stream_feeds", speedups_stream_feeds, METH_NOARGS,
      "reads handed to asyncio's StreamReader by stream_feed.c so far"},
     {"record_size", speedups_record_size, METH_NOARGS,
