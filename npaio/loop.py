@@ -58,8 +58,9 @@ _DEFAULT_POLLERS = 0
 # ping-pong, 64 B: 57 -> 20 us round trips, 26 -> 21 us of CPU per request
 # (sleeping and waking cost more than polling on this VM); 20 us was as
 # good, 10 us too short to catch the next request. It backs off when spins
-# find nothing, so an idle loop does not spin. spin_us=0 (or NPAIO_SPIN_US=0)
-# turns it off.
+# find nothing, so an idle loop does not spin, and it spins only while one
+# connection sets the pace: with several, sleeping gathers their inputs into
+# fewer rounds (ATTEMPTS.md 51). spin_us=0 (or NPAIO_SPIN_US=0) turns it off.
 _DEFAULT_SPIN_US = 50
 _MAX_SPIN_US = 1_000_000
 
@@ -244,8 +245,9 @@ class Loop(_speedups.LoopBase, asyncio.SelectorEventLoop):
     - ``load_balance`` ('round_robin', 'random' or 'least_connections';
       default: env NPAIO_LOAD_BALANCE, else round_robin);
     - ``spin_us`` (int >= 0: in inline mode, how long the loop polls for I/O
-      before it sleeps, backing off while polls find nothing; 0 never;
-      default: env NPAIO_SPIN_US, else 50).
+      before it sleeps, while one connection's traffic sets the pace,
+      backing off while polls find nothing; 0 never; default: env
+      NPAIO_SPIN_US, else 50).
     """
 
     # LoopBase (speedups.c) holds _ready, _scheduled, _stopping, _debug,

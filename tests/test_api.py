@@ -134,48 +134,75 @@ def _spins(loop):
     return p["spins"], p["spin_hits"]
 
 
+class _Inbox(asyncio.Protocol):
+    """Collects what a connection receives; next() waits for the next read."""
+
+    def __init__(self):
+        self.waiter = None
+
+    def data_received(self, data):
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(data)
+
+    async def next(self):
+        self.waiter = asyncio.get_running_loop().create_future()
+        return await asyncio.wait_for(self.waiter, 10)
+
+
+async def _exchange(inbox, peer, n=3):
+    # n rounds that each serve this one connection: what makes the inline
+    # loop spin before its next sleep (poller_epoll.c spin_wait).
+    for i in range(n):
+        peer.sendall(b"x%d" % i)
+        assert await inbox.next() == b"x%d" % i
+
+
 @pytest.mark.parametrize("spin_us", [0, 200])
 def test_idle_loop_backs_off_spinning(npaio_mod, leak_guard, spin_us):
-    # 40 waits of 2 ms that no I/O ends: a spin that finds nothing makes the
-    # next 2^k - 1 waits sleep at once (k failed spins in a row), so only
-    # waits 1, 3, 7, 15 and 31 spin. With spin_us=0 none does.
+    # After one connection's round trips, 40 waits of 2 ms that no I/O
+    # ends: a spin that finds nothing makes the next 2^k - 1 waits sleep at
+    # once (k failed spins in a row), so only waits 1, 3, 7, 15 and 31
+    # spin. With spin_us=0 none does.
+    import socket
     loop = npaio_mod.new_event_loop(spin_us=spin_us)
+    a, b = socket.socketpair()
     try:
         async def main():
+            tr, inbox = await loop.create_connection(_Inbox, sock=a)
+            await _exchange(inbox, b)
+            before = _spins(loop)
             for _ in range(40):
                 await asyncio.sleep(0.002)
-        loop.run_until_complete(main())
-        spins, hits = _spins(loop)
+            after = _spins(loop)
+            tr.close()
+            return after[0] - before[0], after[1] - before[1]
+        spins, hits = loop.run_until_complete(main())
         assert hits == 0
         if spin_us:
             assert 1 <= spins <= 8, spins
         else:
             assert spins == 0
     finally:
+        b.close()
         _close(loop)
 
 
 def test_spin_catches_input(npaio_mod, leak_guard):
-    # A 1 s spin budget: input sent 30 ms into the wait is found by the
-    # spin (no sleep), and delivered as usual.
+    # A 1 s spin budget, after one connection's round trips: input sent
+    # 30 ms into the wait is found by the spin (no sleep), and delivered as
+    # usual.
     import socket
     import threading
     loop = npaio_mod.new_event_loop(spin_us=1_000_000)
     a, b = socket.socketpair()
     try:
-        got = loop.create_future()
-
-        class P(asyncio.Protocol):
-            def data_received(self, data):
-                if not got.done():
-                    got.set_result(data)
-
         async def main():
-            tr, _ = await loop.create_connection(P, sock=a)
+            tr, inbox = await loop.create_connection(_Inbox, sock=a)
+            await _exchange(inbox, b)
             t = threading.Timer(0.03, b.sendall, (b"ping",))
             t.start()
             try:
-                return await asyncio.wait_for(got, 10)
+                return await inbox.next()
             finally:
                 t.join()
                 tr.close()
@@ -184,6 +211,31 @@ def test_spin_catches_input(npaio_mod, leak_guard):
         assert hits >= 1 and spins >= hits
     finally:
         b.close()
+        _close(loop)
+
+
+def test_no_spin_while_several_connections_take_turns(npaio_mod, leak_guard):
+    # Rounds that serve different connections (each round one, in turn):
+    # their inputs gather better in a sleep than a spin catches them one
+    # at a time, so the loop does not spin, even with a big budget.
+    import socket
+    loop = npaio_mod.new_event_loop(spin_us=1_000_000)
+    pairs = [socket.socketpair() for _ in range(2)]
+    try:
+        async def main():
+            conns = [await loop.create_connection(_Inbox, sock=a) for a, _ in pairs]
+            for i in range(6):
+                (tr, inbox), (_, peer) = conns[i % 2], pairs[i % 2]
+                peer.sendall(b"y%d" % i)
+                assert await inbox.next() == b"y%d" % i
+            await asyncio.sleep(0.01)
+            for tr, _ in conns:
+                tr.close()
+        loop.run_until_complete(main())
+        assert _spins(loop) == (0, 0)
+    finally:
+        for _, b in pairs:
+            b.close()
         _close(loop)
 
 

@@ -163,6 +163,8 @@ struct np_poller {
     int wake_owed;                 /* [poller] queued completions this batch */
     int spin_fails;                /* [inline] spins in a row that found nothing */
     int spin_skip;                 /* [inline] blocking waits left before the next spin */
+    int spin_ok;                   /* [inline] the last two rounds served one same conn */
+    uint64_t spin_last;            /* [inline] that conn's id, 0 after a round of several */
     _Atomic int64_t stats[NP_POLLER_STATS];
 };
 
