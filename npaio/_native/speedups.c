@@ -34,12 +34,14 @@
  * C fields (LoopBase, ReactorBase: member descriptors, which asyncio's Python
  * code reads and writes as before) and Handle slots are used at their
  * offsets. Transports cannot have a C layout (asyncio's transport classes
- * have __slots__), so write() and dispatch pay one lookup per call
- * (`_wconn`; `_direct`, which holds the read mode and the protocol
- * together). Most of a lookup's ~170 instructions is the probe of the
- * instance's key table: reading the instance __dict__ directly saved 33
- * of 4,232 instructions per 1 KiB echo request (tried at stop 10, not
- * kept). Merging `_protocol` into `_direct` saved 146 (stop 11).
+ * have __slots__ of their own), but _NativeSocketTransport keeps the three
+ * attributes C reads per request -- `_wconn`, `_direct` (the read mode and
+ * the protocol together) and `_closing` -- in __slots__ too, read here at
+ * their offsets (tr_field). Each PyObject_GetAttr they replace cost ~190
+ * instructions, most of it the probe of the instance's key table: reading
+ * the instance __dict__ directly saved only 33 of 4,232 per 1 KiB echo
+ * request (stop 10, not kept); the slots took 1 KiB echo from 4,253 to
+ * 3,863 with `_direct` merged (ATTEMPTS.md 48, 50).
  *
  * Threads: the loop thread only, with the GIL held. Unlike the C core it
  * touches Python objects; no poller thread ever calls it. np_conn_write() is
@@ -84,19 +86,6 @@ static PyObject *s_write_slow, *s_write_done,
 
 /* Set once by setup_loop(): asyncio's classes and helpers the loop uses. */
 static PyTypeObject *handle_type, *timer_type, *inline_selector_type, *reactor_selector_type;
-/* The read mode in a `_direct` tuple (transports._DIRECT_MODES): 1 an
- * asyncio.Protocol, 2 a BufferedProtocol; 0 for anything else. */
-static long
-direct_mode(PyObject *d)
-{
-    if (!PyTuple_CheckExact(d) || PyTuple_GET_SIZE(d) != 2
-        || !PyLong_CheckExact(PyTuple_GET_ITEM(d, 0)))
-        return 0;
-    long mode = PyLong_AsLong(PyTuple_GET_ITEM(d, 0));
-    PyErr_Clear();
-    return mode == 1 || mode == 2 ? mode : 0;
-}
-
 static PyObject *callback_failed, *heappop, *max_select_timeout, *dispatch_record;
 static PyTypeObject *deque_type;        /* collections.deque */
 static PyObject *deque_popleft;         /* its popleft method descriptor */
@@ -204,6 +193,19 @@ tr_field(PyObject *tr, int f)
             return Py_NewRef(v);
     }
     return PyObject_GetAttr(tr, f == TR_WCONN ? s_wconn : f == TR_DIRECT ? s_direct : s_closing);
+}
+
+/* The read mode in a `_direct` tuple (transports._DIRECT_MODES): 1 an
+ * asyncio.Protocol, 2 a BufferedProtocol; 0 for anything else. */
+static long
+direct_mode(PyObject *d)
+{
+    if (!PyTuple_CheckExact(d) || PyTuple_GET_SIZE(d) != 2
+        || !PyLong_CheckExact(PyTuple_GET_ITEM(d, 0)))
+        return 0;
+    long mode = PyLong_AsLong(PyTuple_GET_ITEM(d, 0));
+    PyErr_Clear();
+    return mode == 1 || mode == 2 ? mode : 0;
 }
 
 /* -- TransportBase.write ---------------------------------------------------- */
