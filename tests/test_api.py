@@ -542,3 +542,21 @@ def test_socket_the_core_cannot_own_gets_asyncio_transport(npaio_mod, leak_guard
             real[1].close()
     finally:
         _close(loop)
+
+
+def test_speedups_setup_checks_the_slots(npaio_mod):
+    # setup_transport (like setup_loop and setup_timers) takes only the
+    # class's own writable __slots__, whose offsets C then reads directly.
+    from npaio import _speedups, transports
+    cls = transports._NativeSocketTransport
+    with pytest.raises(TypeError, match="setup_transport"):
+        _speedups.setup_transport(cls, (1, 2, 3))
+    with pytest.raises(TypeError, match="setup_transport"):
+        _speedups.setup_transport(cls, (cls.__dict__["_wconn"],))
+
+    class Other:
+        __slots__ = ("_wconn", "_direct", "_closing")
+    with pytest.raises(TypeError, match="writable __slots__"):
+        _speedups.setup_transport(cls, tuple(Other.__dict__[f] for f in Other.__slots__))
+    # the real ones still work (and stay in force)
+    _speedups.setup_transport(cls, tuple(cls.__dict__[f] for f in ("_wconn", "_direct", "_closing")))

@@ -1380,6 +1380,30 @@ static PyTypeObject ReactorBase_Type = {
     .tp_dealloc = reactor_dealloc,
 };
 
+/* The offsets of `fields`, a tuple of n member descriptors that must be
+ * `owner`'s writable object __slots__, into off[] (written only when all
+ * are). 0, or -1 with TypeError(err). */
+static int
+slot_offsets(PyObject *fields, PyTypeObject *owner, Py_ssize_t *off, int n, const char *err)
+{
+    if (!PyTuple_Check(fields) || PyTuple_GET_SIZE(fields) != n)
+        goto bad;
+    for (int f = 0; f < n; f++) {
+        PyObject *d = PyTuple_GET_ITEM(fields, f);
+        if (!Py_IS_TYPE(d, &PyMemberDescr_Type)
+            || ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX
+            || ((PyMemberDescrObject *)d)->d_member->flags != 0
+            || ((PyMemberDescrObject *)d)->d_common.d_type != owner)
+            goto bad;
+    }
+    for (int f = 0; f < n; f++)
+        off[f] = ((PyMemberDescrObject *)PyTuple_GET_ITEM(fields, f))->d_member->offset;
+    return 0;
+bad:
+    PyErr_SetString(PyExc_TypeError, err);
+    return -1;
+}
+
 /* setup_loop(Handle, TimerHandle, InlineSelector, callback_failed, heappop,
  *            MAXIMUM_SELECT_TIMEOUT, handle_fields, ReactorSelector): what LoopBase needs of
  * asyncio. handle_fields: Handle's member descriptors for _callback, _args,
@@ -1399,19 +1423,9 @@ speedups_setup_loop(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
                         "ReactorSelector)");
         return NULL;
     }
-    for (int f = 0; f < F_NFIELDS; f++) {
-        PyObject *d = PyTuple_GET_ITEM(args[6], f);
-        if (!Py_IS_TYPE(d, &PyMemberDescr_Type)
-            || ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX
-            || ((PyMemberDescrObject *)d)->d_member->flags != 0
-            || ((PyMemberDescrObject *)d)->d_common.d_type != (PyTypeObject *)args[0]) {
-            PyErr_SetString(PyExc_TypeError,
-                            "setup_loop: fields must be Handle's writable __slots__");
-            return NULL;
-        }
-    }
-    for (int f = 0; f < F_NFIELDS; f++)
-        handle_off[f] = ((PyMemberDescrObject *)PyTuple_GET_ITEM(args[6], f))->d_member->offset;
+    if (slot_offsets(args[6], (PyTypeObject *)args[0], handle_off, F_NFIELDS,
+                     "setup_loop: fields must be Handle's writable __slots__") < 0)
+        return NULL;
     Py_XSETREF(handle_type, (PyTypeObject *)Py_NewRef(args[0]));
     Py_XSETREF(timer_type, (PyTypeObject *)Py_NewRef(args[1]));
     Py_XSETREF(inline_selector_type, (PyTypeObject *)Py_NewRef(args[2]));
@@ -1456,18 +1470,9 @@ speedups_setup_timers(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     Py_ssize_t off[2];
-    for (int f = 0; f < 2; f++) {
-        PyObject *d = PyTuple_GET_ITEM(args[0], f);
-        if (!Py_IS_TYPE(d, &PyMemberDescr_Type)
-            || ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX
-            || ((PyMemberDescrObject *)d)->d_member->flags != 0
-            || ((PyMemberDescrObject *)d)->d_common.d_type != timer_type) {
-            PyErr_SetString(PyExc_TypeError,
-                            "setup_timers: fields must be TimerHandle's writable __slots__");
-            return NULL;
-        }
-        off[f] = ((PyMemberDescrObject *)d)->d_member->offset;
-    }
+    if (slot_offsets(args[0], timer_type, off, 2,
+                     "setup_timers: fields must be TimerHandle's writable __slots__") < 0)
+        return NULL;
     PyObject *d = PyModule_GetDict(args[2]), *fd = PyModule_GetDict(args[3]);
     if (d == NULL || fd == NULL)
         return NULL;
@@ -1493,19 +1498,9 @@ speedups_setup_transport(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
                         "cls._closing))");
         return NULL;
     }
-    for (int f = 0; f < TR_NFIELDS; f++) {
-        PyObject *d = PyTuple_GET_ITEM(args[1], f);
-        if (!Py_IS_TYPE(d, &PyMemberDescr_Type)
-            || ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX
-            || ((PyMemberDescrObject *)d)->d_member->flags != 0
-            || ((PyMemberDescrObject *)d)->d_common.d_type != (PyTypeObject *)args[0]) {
-            PyErr_SetString(PyExc_TypeError,
-                            "setup_transport: fields must be the class's writable __slots__");
-            return NULL;
-        }
-    }
-    for (int f = 0; f < TR_NFIELDS; f++)
-        tr_off[f] = ((PyMemberDescrObject *)PyTuple_GET_ITEM(args[1], f))->d_member->offset;
+    if (slot_offsets(args[1], (PyTypeObject *)args[0], tr_off, TR_NFIELDS,
+                     "setup_transport: fields must be the class's writable __slots__") < 0)
+        return NULL;
     Py_XSETREF(native_tr_type, (PyTypeObject *)Py_NewRef(args[0]));
     Py_RETURN_NONE;
 }
