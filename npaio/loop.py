@@ -226,14 +226,14 @@ class _ForkedSelector:
 if _FAST_HANDLE:
     _speedups.setup_loop(
         events.Handle, events.TimerHandle, _InlineSelector, _callback_failed,
-        heapq.heappop, float(base_events.MAXIMUM_SELECT_TIMEOUT),
+        float(base_events.MAXIMUM_SELECT_TIMEOUT),
         tuple(events.Handle.__dict__[f] for f in (
             '_callback', '_args', '_cancelled', '_loop', '_source_traceback',
             '_repr', '_context')), _ReactorSelector)
     if _FAST_TIMER:
         _speedups.setup_timers(
             (events.TimerHandle.__dict__['_scheduled'], events.TimerHandle.__dict__['_when']),
-            heapq.heappush, tasks, futures)
+            events, tasks, futures)
 
 
 class Loop(_speedups.LoopBase, asyncio.SelectorEventLoop):

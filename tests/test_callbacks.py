@@ -8,7 +8,10 @@ ready queue in C.
 """
 import asyncio
 import contextvars
+import gc
+import math
 import sys
+import weakref
 
 import pytest
 
@@ -232,6 +235,85 @@ def test_callbacks_scheduled_by_callbacks_run_next_iteration(loop):
     loop.call_soon(loop.stop)
     loop.run_forever()
     assert order == ["first", "second", "scheduled by first"]
+
+
+def test_run_handles_release_what_they_held(loop, run):
+    # npaio keeps run Handles no one else refers to for reuse (speedups.c's
+    # handle pool): the callback's arguments must still be released, and a
+    # Handle someone holds a weak reference to must still die.
+    class Arg:
+        pass
+
+    async def main():
+        a = Arg()
+        arg_ref = weakref.ref(a)
+        handle_ref = weakref.ref(loop.call_soon(lambda x: None, a))
+        del a
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        gc.collect()
+        return arg_ref() is None, handle_ref() is None
+
+    assert run(loop, main()) == (True, True)
+
+
+def test_a_kept_handle_keeps_its_fields_after_running(loop, run):
+    # asyncio leaves a Handle's callback and args in place after it runs; a
+    # Handle the caller keeps is never taken back for reuse.
+    ran = []
+
+    async def main():
+        kept = [loop.call_soon(ran.append, i) for i in range(100)]
+        await asyncio.sleep(0)
+        for i in range(100):          # reuse happens here, if anywhere
+            loop.call_soon(ran.append, 100 + i)
+        await asyncio.sleep(0)
+        return kept
+
+    kept = run(loop, main())
+    assert ran == list(range(200))
+    assert [h._args for h in kept] == [(i,) for i in range(100)]
+    assert all(h._callback == ran.append and not h.cancelled() for h in kept)
+
+
+def test_timers_fire_in_order_of_when(loop, run):
+    # call_at's heap (in C on npaio): float and int deadlines mixed.
+    order = []
+
+    async def main():
+        now = loop.time()
+        whens = [now + 0.03, now + 0.01, math.floor(now) - 1, now + 0.02, now + 0.005,
+                 now + 0.025, now - 0.5, now + 0.015]
+        for w in whens:
+            loop.call_at(w, order.append, w)
+        await asyncio.sleep(0.06)
+        return whens
+
+    whens = run(loop, main())
+    assert order == sorted(whens)
+
+
+def test_a_patched_timerhandle_lt_is_called(loop, run, monkeypatch):
+    # heapq compares TimerHandles with `<`; npaio compares their deadlines
+    # in C only while TimerHandle.__lt__ is asyncio's own.
+    calls = []
+    orig = asyncio.TimerHandle.__lt__
+
+    def lt(self, other):
+        calls.append((self, other))
+        return orig(self, other)
+
+    monkeypatch.setattr(asyncio.TimerHandle, "__lt__", lt)
+    order = []
+
+    async def main():
+        for d in (0.02, 0.01, 0.015, 0.005):
+            loop.call_later(d, order.append, d)
+        await asyncio.sleep(0.04)
+
+    run(loop, main())
+    assert calls
+    assert order == [0.005, 0.01, 0.015, 0.02]
 
 
 class _Echo(asyncio.Protocol):

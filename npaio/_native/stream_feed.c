@@ -39,14 +39,15 @@ static PyObject *s_names[4], *s_wr, *s_eof, *s_buffer, *s_waiter, *s_limit, *s_t
     *s_paused, *s_cancelled, *s_set_result, *s_pause_reading;
 enum { N_DATA_RECEIVED, N_STREAM_READER, N_FEED_DATA, N_WAKEUP_WAITER };
 
-/* A function defined in asyncio/streams.py under this qualified name (a
- * wrapper made elsewhere, even with functools.wraps, has other globals). */
-static int
-is_stdlib(PyObject *f, PyObject *globals, const char *qualname)
+/* A function defined in the module with these globals under this qualified
+ * name (a wrapper made elsewhere, even with functools.wraps, has other
+ * globals); for a property, its getter. */
+int
+np_is_stdlib(PyObject *f, PyObject *globals, const char *qualname)
 {
     if (f != NULL && Py_IS_TYPE(f, &PyProperty_Type)) {
         PyObject *fget = PyObject_GetAttrString(f, "fget");
-        int ok = fget != NULL && is_stdlib(fget, globals, qualname);
+        int ok = fget != NULL && np_is_stdlib(fget, globals, qualname);
         Py_XDECREF(fget);
         PyErr_Clear();
         return ok;
@@ -93,7 +94,7 @@ np_stream_setup(void)
     for (int i = 0; ok && i < 4; i++) {
         PyTypeObject *t = (PyTypeObject *)(i < N_FEED_DATA ? pt : rt);
         PyObject *f = _PyType_Lookup(t, s_names[i]);
-        ok = is_stdlib(f, globals, qualnames[i]);
+        ok = np_is_stdlib(f, globals, qualnames[i]);
         if (ok)
             Py_XSETREF(orig[i], Py_NewRef(f));
     }
@@ -109,8 +110,8 @@ np_stream_setup(void)
     return 0;
 }
 
-static inline int
-tag_current(PyTypeObject *t, unsigned int tag)
+int
+np_tag_current(PyTypeObject *t, unsigned int tag)
 {
     return tag != 0 && t->tp_version_tag == tag
 #if PY_VERSION_HEX < 0x030C0000
@@ -119,12 +120,22 @@ tag_current(PyTypeObject *t, unsigned int tag)
         ;
 }
 
+unsigned int
+np_tag_now(PyTypeObject *t)
+{
+#if PY_VERSION_HEX < 0x030C0000
+    return (t->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) ? t->tp_version_tag : 0;
+#else
+    return t->tp_version_tag;
+#endif
+}
+
 /* The four methods are still the stdlib's. Cheap while neither class has
  * changed since the last look (version tags); else looked up again. */
 static int
 methods_current(void)
 {
-    if (tag_current(proto_type, proto_tag) && tag_current(reader_type, reader_tag))
+    if (np_tag_current(proto_type, proto_tag) && np_tag_current(reader_type, reader_tag))
         return 1;
     for (int i = 0; i < 4; i++) {
         PyTypeObject *t = i < N_FEED_DATA ? proto_type : reader_type;
@@ -132,15 +143,8 @@ methods_current(void)
             return 0;
     }
     /* _PyType_Lookup assigned the tags if it could; 0 means look every time. */
-#if PY_VERSION_HEX < 0x030C0000
-    proto_tag = (proto_type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG)
-        ? proto_type->tp_version_tag : 0;
-    reader_tag = (reader_type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG)
-        ? reader_type->tp_version_tag : 0;
-#else
-    proto_tag = proto_type->tp_version_tag;
-    reader_tag = reader_type->tp_version_tag;
-#endif
+    proto_tag = np_tag_now(proto_type);
+    reader_tag = np_tag_now(reader_type);
     return 1;
 }
 

@@ -17,4 +17,12 @@ int np_stream_feed(PyObject *proto, const char *data, Py_ssize_t len);
 /* Reads fed by np_stream_feed (tests check the path is taken). */
 extern unsigned long long np_stream_feeds;
 
+/* Shared with speedups.c's timer heap: whether f is the function the
+ * stdlib module with these globals defines under this qualified name; a
+ * type's version tag now (0: none), and whether it is still `tag` (no
+ * attribute of the type or its bases changed since). */
+int np_is_stdlib(PyObject *f, PyObject *globals, const char *qualname);
+unsigned int np_tag_now(PyTypeObject *t);
+int np_tag_current(PyTypeObject *t, unsigned int tag);
+
 #endif
