@@ -71,7 +71,9 @@ def main():
         "per-round ratios (min-max in brackets).",
         "- CPU us/req: server utime+stime delta over the client run (/proc/<pid>/stat, "
         "per thread from /proc/<pid>/task/<tid>/stat; main thread = event loop thread, "
-        "other threads = npaio pollers) divided by all requests served in that run.",
+        "other threads = npaio pollers) divided by all requests served in that run; "
+        "'of which kernel' is the process's stime alone (system calls and the TCP stack "
+        "they run, the same work for every loop; sampled at the clock tick, so a rough split).",
         "- Core busy %: /proc/stat deltas over the client run (user+nice+system+irq+softirq); "
         "steal is shown separately (shared VM). Core 0 busy % well above the server's own "
         "CPU % means other processes on the machine were using the server's core during the run.",

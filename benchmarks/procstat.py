@@ -28,17 +28,24 @@ def core_busy(before, after):
     return res
 
 
-def _stat_seconds(path):
+def _stat_times(path):
+    """(utime + stime, stime) in seconds."""
     with open(path) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     # fields[0] is state (field 3); utime and stime are fields 14 and 15.
-    return (int(fields[11]) + int(fields[12])) / TICK
+    return (int(fields[11]) + int(fields[12])) / TICK, int(fields[12]) / TICK
+
+
+def _stat_seconds(path):
+    return _stat_times(path)[0]
 
 
 def process_cpu(pid):
-    """{"process": s, "main": s, "others": s, "threads": {tid: s}}; the main
-    thread (tid == pid) is the event loop thread."""
-    snap = {"process": _stat_seconds(f"/proc/{pid}/stat"), "threads": {}}
+    """{"process": s, "system": s, "main": s, "others": s, "threads": {tid: s}};
+    the main thread (tid == pid) is the event loop thread; "system" is the
+    process's time in the kernel (stime, part of "process")."""
+    total, system = _stat_times(f"/proc/{pid}/stat")
+    snap = {"process": total, "system": system, "threads": {}}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             snap["threads"][int(tid)] = _stat_seconds(f"/proc/{pid}/task/{tid}/stat")
@@ -51,10 +58,11 @@ def process_cpu(pid):
 
 def cpu_delta(pid, before, after):
     """CPU seconds used between two process_cpu() snapshots: whole process, the
-    main (loop) thread, and all other threads (npaio pollers); threads that
-    appeared in between count from zero."""
+    main (loop) thread, and all other threads (npaio pollers), and the whole
+    process's kernel part; threads that appeared in between count from zero."""
     others = sum(s - before["threads"].get(t, 0.0)
                  for t, s in after["threads"].items() if t != pid)
     return {"process": after["process"] - before["process"],
+            "system": after["system"] - before["system"],
             "main": after["main"] - before["main"],
             "others": others}

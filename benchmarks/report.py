@@ -34,6 +34,7 @@ def summarize(w, result):
             "p99_us": _med(r["p99_us"] for r in mine),
             "errors": sum(r["errors"] for r in mine),
             "cpu_proc": _med(r["cpu_us_per_req"]["process"] for r in mine),
+            "cpu_sys": _med(r["cpu_us_per_req"].get("system") for r in mine),
             "cpu_main": _med(r["cpu_us_per_req"]["main"] for r in mine),
             "cpu_others": _med(r["cpu_us_per_req"]["others"] for r in mine),
             "server_pct": _med(r["server_core_pct"] for r in mine),
@@ -77,9 +78,10 @@ def tables(results, pinned):
     lines = ["| workload | loop | throughput (median) | vs uvloop: median (min-max) | MiB/s "
              "| p50 us | p99 us | errors |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
-    cpu = ["| workload | loop | CPU us/req: process | main (loop) thread | other threads "
-           "(npaio pollers) | server CPU % of one core | core 0 busy % | core 1 busy % | steal % (0/1) |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    cpu = ["| workload | loop | CPU us/req: process | of which kernel | main (loop) thread "
+           "| other threads (npaio pollers) | server CPU % of one core | core 0 busy % "
+           "| core 1 busy % | steal % (0/1) |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     nstat = ["| workload | loop | completions per drain | loop wake-ups/req "
              "| poller wake-ups/req | poller events/req | spins/req (found I/O %) "
              "| bytes read per poller % |",
@@ -91,7 +93,8 @@ def tables(results, pinned):
                          f"| {_f(s['mib_per_s'], '{:,.1f}')} | {_f(s['p50_us'])} "
                          f"| {_f(s['p99_us'])} | {s['errors']} |")
             b, st = s["busy"], s["steal"]
-            cpu.append(f"| {w.name} | {v} | {_f(s['cpu_proc'], '{:.2f}')} | {_f(s['cpu_main'], '{:.2f}')} "
+            cpu.append(f"| {w.name} | {v} | {_f(s['cpu_proc'], '{:.2f}')} | {_f(s['cpu_sys'], '{:.2f}')} "
+                       f"| {_f(s['cpu_main'], '{:.2f}')} "
                        f"| {_f(s['cpu_others'], '{:.2f}')} | {_f(s['server_pct'], '{:.0f}')} | {_f(b.get(0), '{:.0f}')} "
                        f"| {_f(b.get(1), '{:.0f}')} | {_f(st.get(0), '{:.0f}')}/{_f(st.get(1), '{:.0f}')} |")
             n = s["npaio"]
