@@ -49,7 +49,7 @@ _REACTOR_STATS = ('drains', 'completions', 'loop_wakeups', 'direct_writes',
                   'queued_writes', 'throttles', 'sleeps', 'arena_full',
                   'handed_writes', 'poller_kicks')
 _POLLER_STATS = ('connections', 'events', 'bytes_read', 'bytes_written',
-                 'wakeups', 'reads', 'writes', 'spins', 'spin_hits')
+                 'wakeups', 'reads', 'writes', 'spins', 'spin_hits', 'polls')
 # Live objects, then two running totals (nodes ever allocated and freed).
 _COUNTERS = ('conns', 'nodes', 'reactors', 'threads', 'node_bytes',
              'node_allocs', 'node_frees')

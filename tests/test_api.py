@@ -247,7 +247,7 @@ def test_stats_structure(npaio_mod, leak_guard):
         assert len(st["pollers"]) == 2
         for p in st["pollers"]:
             for key in ("connections", "events", "bytes_read", "bytes_written",
-                        "wakeups", "reads", "writes", "spins", "spin_hits"):
+                        "wakeups", "reads", "writes", "spins", "spin_hits", "polls"):
                 assert isinstance(p[key], int), key
                 assert p[key] >= 0
             assert p["connections"] == 0

@@ -239,3 +239,35 @@ def test_feed_into_an_exported_buffer_fails_the_connection(loop, run, loop_error
     run(loop, main())
     assert any(isinstance(c.get("exception"), BufferError) for c in loop_errors)
     loop_errors.clear()
+
+
+def test_a_woken_task_runs_before_the_next_poll(npaio_mod, leak_guard):
+    # Inline, the iteration after a dispatch that woke a Task runs it
+    # without polling first (speedups.c, loop_run_once): one epoll_wait per
+    # round of input. A round trip between a streams client and server in
+    # one loop is two rounds (request in, reply in); polling again before
+    # each woken Task would make it four.
+    loop = npaio_mod.new_event_loop(pollers=0, spin_us=0)
+
+    async def main():
+        server = EchoServer()
+        port = await server.start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        n = 200
+        for i in range(n + 20):
+            if i == 20:                 # after the connection settles
+                before = loop.get_stats()["pollers"][0]["polls"]
+            writer.write(b"x")
+            assert await reader.readexactly(1) == b"x"
+        polls = loop.get_stats()["pollers"][0]["polls"] - before
+        writer.close()
+        await writer.wait_closed()
+        await server.close()
+        assert loop.get_stats()["pollers"][0]["spins"] == 0
+        return polls / n
+
+    try:
+        per_roundtrip = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert 1.5 <= per_roundtrip <= 2.5, per_roundtrip

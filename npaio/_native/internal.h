@@ -144,7 +144,8 @@ struct np_conn {
 };
 
 enum { NP_PS_CONNS, NP_PS_EVENTS, NP_PS_BYTES_READ, NP_PS_BYTES_WRITTEN,
-       NP_PS_WAKEUPS, NP_PS_READS, NP_PS_WRITES, NP_PS_SPINS, NP_PS_SPIN_HITS };
+       NP_PS_WAKEUPS, NP_PS_READS, NP_PS_WRITES, NP_PS_SPINS, NP_PS_SPIN_HITS,
+       NP_PS_POLLS };
 
 struct np_poller {
     np_obj wake;                   /* kind == NP_KIND_WAKE: epoll data of efd */

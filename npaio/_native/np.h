@@ -36,7 +36,7 @@
 
 /* Number of uint64 counters np_reactor_stats() writes per poller and for the
  * reactor itself, and np_native_counters() in total. */
-#define NP_POLLER_STATS 9
+#define NP_POLLER_STATS 10
 #define NP_REACTOR_STATS 10
 #define NP_GLOBAL_COUNTERS 7
 

@@ -409,8 +409,10 @@ int np_poller_run_inline(np_poller *p, int timeout, int *sel_ready)
     int n = -2;
     if (!threaded && timeout != 0 && p->reactor->spin_us > 0 && p->spin_ok)
         n = spin_wait(p, evs);
-    if (n == -2)
+    if (n == -2) {
         n = epoll_wait(p->epfd, evs, NP_EVENTS, timeout);
+        NP_STAT(p->stats, NP_PS_POLLS, 1);
+    }
     if (threaded)
         atomic_store_explicit(&p->sleeping, 0, memory_order_relaxed);
     if (n <= 0)
