@@ -73,7 +73,9 @@ def main():
         "per thread from /proc/<pid>/task/<tid>/stat; main thread = event loop thread, "
         "other threads = npaio pollers) divided by all requests served in that run; "
         "'of which kernel' is the process's stime alone (system calls and the TCP stack "
-        "they run, the same work for every loop; sampled at the clock tick, so a rough split).",
+        "they run, the same work for every loop; sampled at the clock tick, so a rough split). 'uvloop's / this' is uvloop's CPU per "
+        "request over this loop's: the throughput ratio a server-bound row tends to, and "
+        "steadier than it on a busy machine.",
         "- Core busy %: /proc/stat deltas over the client run (user+nice+system+irq+softirq); "
         "steal is shown separately (shared VM). Core 0 busy % well above the server's own "
         "CPU % means other processes on the machine were using the server's core during the run.",

@@ -78,22 +78,26 @@ def tables(results, pinned):
     lines = ["| workload | loop | throughput (median) | vs uvloop: median (min-max) | MiB/s "
              "| p50 us | p99 us | errors |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
-    cpu = ["| workload | loop | CPU us/req: process | of which kernel | main (loop) thread "
-           "| other threads (npaio pollers) | server CPU % of one core | core 0 busy % "
-           "| core 1 busy % | steal % (0/1) |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    cpu = ["| workload | loop | CPU us/req: process | uvloop's / this | of which kernel "
+           "| main (loop) thread | other threads (npaio pollers) | server CPU % of one core "
+           "| core 0 busy % | core 1 busy % | steal % (0/1) |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     nstat = ["| workload | loop | completions per drain | loop wake-ups/req "
              "| poller wake-ups/req | poller events/req | spins/req (found I/O %) "
              "| bytes read per poller % |",
              "|---|---|---:|---:|---:|---:|---:|---|"]
     skipped = []
     for w, res in chosen:
-        for v, s in summarize(w, res).items():
+        summary = summarize(w, res)
+        uv_cpu = summary.get("uvloop", {}).get("cpu_proc")
+        for v, s in summary.items():
             lines.append(f"| {w.name} | {v} | {_f(s['throughput'])} {s['unit']} | {_ratio(s['ratio'])} "
                          f"| {_f(s['mib_per_s'], '{:,.1f}')} | {_f(s['p50_us'])} "
                          f"| {_f(s['p99_us'])} | {s['errors']} |")
             b, st = s["busy"], s["steal"]
-            cpu.append(f"| {w.name} | {v} | {_f(s['cpu_proc'], '{:.2f}')} | {_f(s['cpu_sys'], '{:.2f}')} "
+            cpu_ratio = uv_cpu / s["cpu_proc"] if uv_cpu and s["cpu_proc"] else None
+            cpu.append(f"| {w.name} | {v} | {_f(s['cpu_proc'], '{:.2f}')} | {_f(cpu_ratio, '{:.2f}')} "
+                       f"| {_f(s['cpu_sys'], '{:.2f}')} "
                        f"| {_f(s['cpu_main'], '{:.2f}')} "
                        f"| {_f(s['cpu_others'], '{:.2f}')} | {_f(s['server_pct'], '{:.0f}')} | {_f(b.get(0), '{:.0f}')} "
                        f"| {_f(b.get(1), '{:.0f}')} | {_f(st.get(0), '{:.0f}')}/{_f(st.get(1), '{:.0f}')} |")
