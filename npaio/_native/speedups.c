@@ -549,7 +549,7 @@ release_handle(PyObject *h)
 {
     PyTypeObject *t = Py_TYPE(h);
     if (t != handle_type || Py_REFCNT(h) != 1 || handle_pool_n == HANDLE_POOL
-        || (t->tp_weaklistoffset > 0
+        || (t->tp_weaklistoffset != 0      /* < 0 on 3.12+: before the header */
             && *(PyObject **)((char *)h + t->tp_weaklistoffset) != NULL)) {
         Py_DECREF(h);
         return;
